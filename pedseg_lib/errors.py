@@ -1,0 +1,48 @@
+"""Exceptions a user can act on.
+
+Every error the library raises for bad input is a :class:`PedsegError` whose message is one line
+that names the file, key or value at fault and says what to do. The CLI prints that line and exits
+with a non-zero code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PedsegError(Exception):
+    """Base class: a problem with the user's data, files, configuration or environment."""
+
+
+class DatasetError(PedsegError):
+    """A dataset folder or one of its files is missing, unreadable or inconsistent."""
+
+
+class DownloadError(PedsegError):
+    """A download failed, was incomplete or did not match its checksum."""
+
+
+class CheckpointError(PedsegError):
+    """A checkpoint is missing, truncated, not a pedseg checkpoint, or does not fit the model."""
+
+
+class ConfigError(PedsegError):
+    """A configuration key or value is unknown or invalid."""
+
+
+class WeightsUnavailableError(PedsegError):
+    """Pretrained weights are needed but cannot be downloaded (offline, firewall)."""
+
+
+class NonFiniteLossError(PedsegError):
+    """A training loss became NaN or infinite.
+
+    Attributes:
+        image_ids: the ``image_id`` of every image in the offending batch.
+        losses: the loss components of that batch, as floats.
+        iteration: the global iteration at which it happened.
+    """
+
+    def __init__(self, message: str, image_ids: list[int], losses: dict[str, float], iteration: int):
+        super().__init__(message)
+        self.image_ids = list(image_ids)
+        self.losses = dict(losses)
+        self.iteration = iteration

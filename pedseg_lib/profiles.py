@@ -1,0 +1,191 @@
+"""Run profiles: the one place that reads ``PEDSEG_PROFILE`` and ``PEDSEG_DATA``.
+
+A profile says how much work a chapter or a command may do and with what:
+
+========== ============================================================================
+tutorial   the official fine-tuning recipe on a CUDA GPU, COCO weights, real data
+best       the strongest recipe of this book on a GPU (longer, more augmentation, AMP)
+cpu        fits a laptop or free Colab CPU: smaller inputs, one epoch, COCO weights
+smoke      seconds per chapter, for CI and offline runs: random weights, tiny budgets;
+           real Penn-Fudan data when present at ``PEDSEG_DATA``, synthetic data otherwise
+========== ============================================================================
+
+``PEDSEG_PROFILE=auto`` (the default) picks ``tutorial`` with a CUDA GPU and ``cpu`` without,
+and falls back to ``smoke`` when the dataset or the COCO weights cannot be had; it always says why.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ENV_PROFILE = "PEDSEG_PROFILE"
+ENV_DATA = "PEDSEG_DATA"
+PROFILES = ("tutorial", "best", "cpu", "smoke")
+DEFAULT_DATA_DIR = "data"
+# Where a smoke run writes its synthetic stand-in when the real data is not there.
+SYNTHETIC_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "synthetic"
+SYNTHETIC_IMAGES = 24  # enough for a seeded split with a few test images
+# The file torchvision's maskrcnn_resnet50_fpn(weights="DEFAULT") downloads into TORCH_HOME.
+COCO_WEIGHTS_URL = "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+REACH_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The profile in force and where its data lives.
+
+    Attributes:
+        name: ``tutorial``, ``best``, ``cpu`` or ``smoke``; also the name of the training preset.
+        requested: what ``PEDSEG_PROFILE`` asked for (``auto`` when unset).
+        reason: one sentence saying why this profile was chosen.
+        data_root: the Penn-Fudan folder (the one holding ``PNGImages/``), present or to be downloaded.
+        synthetic: True when ``data_root`` is generated synthetic data, not Penn-Fudan.
+        device: ``"cuda"`` or ``"cpu"``.
+    """
+
+    name: str
+    requested: str
+    reason: str
+    data_root: Path
+    synthetic: bool
+    device: str
+
+    @property
+    def is_smoke(self) -> bool:
+        """True for the smoke profile, whose numbers mean nothing."""
+        return self.name == "smoke"
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether pretrained (COCO or ImageNet) weights are used: never in smoke."""
+        return not self.is_smoke
+
+    def weights(self, requested: str | None) -> str | None:
+        """The weights a chapter should build with: ``requested``, or None (random) in smoke."""
+        return requested if self.pretrained else None
+
+    def banner(self) -> str:
+        """A short block of text that every chapter prints first."""
+        data = "synthetic pedestrians (not Penn-Fudan)" if self.synthetic else str(self.data_root)
+        lines = [
+            f"pedseg profile: {self.name} (requested: {self.requested}) - {self.reason}",
+            f"data: {data} | device: {self.device}",
+        ]
+        if self.is_smoke:
+            lines.insert(0, "=" * 78)
+            lines.append(
+                "SMOKE PROFILE: random weights and tiny budgets, so every number, curve and picture "
+                "below is meaningless. Set PEDSEG_PROFILE=cpu or tutorial for real results."
+            )
+            lines.append("=" * 78)
+        return "\n".join(lines)
+
+    def ensure_data(self) -> Path:
+        """Make sure ``data_root`` holds a dataset: generate synthetic data or download Penn-Fudan.
+
+        Returns:
+            ``data_root``.
+        """
+        from pedseg_lib import data
+
+        if find_dataset(self.data_root) is not None:
+            return self.data_root
+        if self.synthetic:
+            return data.make_synthetic_pennfudan(self.data_root, n_images=SYNTHETIC_IMAGES, seed=0)
+        return data.download_pennfudan(self.data_root.parent)
+
+
+def find_dataset(path: str | os.PathLike) -> Path | None:
+    """The Penn-Fudan folder at ``path``: ``path`` itself or ``path/PennFudanPed``, else None."""
+    path = Path(path)
+    for candidate in (path, path / "PennFudanPed"):
+        if (candidate / "PNGImages").is_dir() and (candidate / "PedMasks").is_dir():
+            return candidate
+    return None
+
+
+def project_root() -> Path | None:
+    """The checkout this code runs from (the folder with ``_toc.yml``), searched upwards from cwd."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "pedseg_lib").is_dir():
+            return folder
+    return None
+
+
+def data_dir() -> Path:
+    """``PEDSEG_DATA``, or ``data/`` in the checkout (in the working folder outside one)."""
+    value = os.environ.get(ENV_DATA)
+    if value:
+        return Path(value).expanduser().resolve()
+    return ((project_root() or Path.cwd()) / DEFAULT_DATA_DIR).resolve()
+
+
+def _reachable(url: str) -> bool:
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _coco_weights_cached() -> bool:
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / COCO_WEIGHTS_URL.rsplit("/", 1)[1]
+    return hub.is_file()
+
+
+def get_profile(requested: str | None = None) -> Profile:
+    """Resolve the profile from ``requested`` or ``PEDSEG_PROFILE``.
+
+    Args:
+        requested: ``auto``, ``tutorial``, ``best``, ``cpu`` or ``smoke``; None reads the environment.
+
+    Returns:
+        The :class:`Profile` in force. Its ``reason`` says why, and :meth:`Profile.banner` shows it.
+
+    Raises:
+        ConfigError: for a name that is not a profile.
+    """
+    from pedseg_lib.errors import ConfigError
+
+    requested = (requested or os.environ.get(ENV_PROFILE) or "auto").strip().lower()
+    if requested not in ("auto", *PROFILES):
+        raise ConfigError(
+            f"{ENV_PROFILE}={requested!r} is not a profile: use one of auto, {', '.join(PROFILES)}."
+        )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folder = data_dir()
+    found = find_dataset(folder)
+    real_root = found or folder / "PennFudanPed"
+
+    if requested == "smoke":
+        if found is not None:
+            return Profile("smoke", requested, "asked for", found, False, device)
+        return Profile(
+            "smoke", requested, f"asked for; no Penn-Fudan at {folder}, so synthetic data",
+            SYNTHETIC_DIR, True, device,
+        )
+    if requested != "auto":
+        return Profile(requested, requested, "asked for", real_root, False, device)
+
+    name = "tutorial" if device == "cuda" else "cpu"
+    why = "a CUDA GPU is present" if device == "cuda" else "no CUDA GPU"
+    missing = []
+    if found is None and not _reachable("https://www.cis.upenn.edu/~jshi/ped_html/"):
+        missing.append(f"no Penn-Fudan at {folder} and its server cannot be reached")
+    if not _coco_weights_cached() and not _reachable(COCO_WEIGHTS_URL):
+        missing.append("the COCO weights are not cached and cannot be downloaded")
+    if missing:
+        fallback = get_profile("smoke")
+        return Profile(
+            "smoke", "auto", f"fell back to smoke: {'; '.join(missing)}",
+            fallback.data_root, fallback.synthetic, device,
+        )
+    return Profile(name, "auto", why, real_root, False, device)

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real Penn-Fudan data when present, a small synthetic copy always."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "PennFudanPed"
+
+
+def _real_data_root() -> Path | None:
+    from pedseg_lib.profiles import find_dataset
+
+    for candidate in (os.environ.get("PEDSEG_DATA"), SHARED_DATA):
+        if candidate and (found := find_dataset(candidate)) is not None:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real Penn-Fudan folder; the test is skipped when it is not on this machine."""
+    root = _real_data_root()
+    if root is None:
+        pytest.skip(f"real Penn-Fudan data not found at PEDSEG_DATA or {SHARED_DATA} (optional resource)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-image synthetic dataset in the Penn-Fudan layout, made once per test session."""
+    from pedseg_lib.data import make_synthetic_pennfudan
+
+    return make_synthetic_pennfudan(tmp_path_factory.mktemp("synthetic"), n_images=12, seed=0)
