@@ -97,3 +97,9 @@ def show_grid(
             ax.set_title(titles[i], fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- training curves (from an engine run's history) ------------------------------------------
+
+
+# --- evaluation figures (precision-recall, ground truth beside prediction, galleries) --------
