@@ -1,0 +1,114 @@
+"""Profiles: how PEDSEG_PROFILE and PEDSEG_DATA are read, and what auto falls back to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pedseg_lib import profiles
+from pedseg_lib._io import atomic_open, atomic_write_json
+from pedseg_lib.errors import ConfigError
+
+
+def _fake_dataset(root: Path) -> Path:
+    (root / "PennFudanPed" / "PNGImages").mkdir(parents=True)
+    (root / "PennFudanPed" / "PedMasks").mkdir()
+    return root / "PennFudanPed"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(profiles, "_reachable", lambda url: False)
+    monkeypatch.setattr(profiles, "_coco_weights_cached", lambda: False)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    monkeypatch.setattr(profiles, "_reachable", lambda url: True)
+
+
+def test_find_dataset_accepts_the_folder_or_its_parent(tmp_path):
+    dataset = _fake_dataset(tmp_path)
+    assert profiles.find_dataset(tmp_path) == dataset
+    assert profiles.find_dataset(dataset) == dataset
+    assert profiles.find_dataset(tmp_path / "elsewhere") is None
+
+
+def test_unknown_profile_names_the_value(monkeypatch):
+    monkeypatch.setenv("PEDSEG_PROFILE", "fast")
+    with pytest.raises(ConfigError, match=r"PEDSEG_PROFILE='fast' is not a profile.*smoke"):
+        profiles.get_profile()
+
+
+def test_smoke_uses_real_data_when_present(monkeypatch, tmp_path):
+    dataset = _fake_dataset(tmp_path)
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    profile = profiles.get_profile("smoke")
+    assert (profile.name, profile.data_root, profile.synthetic) == ("smoke", dataset, False)
+    assert profile.weights("coco") is None
+    assert "meaningless" in profile.banner()
+
+
+def test_smoke_falls_back_to_synthetic_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path / "empty"))
+    profile = profiles.get_profile("smoke")
+    assert profile.synthetic and profile.data_root == profiles.SYNTHETIC_DIR
+    assert "synthetic" in profile.reason and "synthetic" in profile.banner()
+
+
+def test_explicit_profile_is_kept_even_without_data(monkeypatch, tmp_path, offline):
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    profile = profiles.get_profile("cpu")
+    assert profile.name == "cpu" and profile.data_root == tmp_path / "PennFudanPed"
+    assert profile.weights("coco") == "coco"
+    assert "meaningless" not in profile.banner()
+
+
+def test_auto_without_gpu_picks_cpu_when_everything_can_be_had(monkeypatch, tmp_path, online):
+    monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: False)
+    _fake_dataset(tmp_path)
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    monkeypatch.delenv("PEDSEG_PROFILE", raising=False)
+    profile = profiles.get_profile()
+    assert (profile.name, profile.requested, profile.reason) == ("cpu", "auto", "no CUDA GPU")
+
+
+def test_auto_with_gpu_picks_tutorial(monkeypatch, tmp_path, online):
+    monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    profile = profiles.get_profile("auto")
+    assert (profile.name, profile.device) == ("tutorial", "cuda")
+
+
+def test_auto_offline_falls_back_to_smoke_and_says_why(monkeypatch, tmp_path, offline):
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    profile = profiles.get_profile("auto")
+    assert profile.name == "smoke" and profile.requested == "auto"
+    assert "cannot be reached" in profile.reason and "COCO weights" in profile.reason
+    assert profile.reason in profile.banner()
+
+
+def test_auto_offline_with_local_data_names_only_the_weights(monkeypatch, tmp_path, offline):
+    dataset = _fake_dataset(tmp_path)
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    profile = profiles.get_profile("auto")
+    assert profile.name == "smoke" and profile.data_root == dataset and not profile.synthetic
+    assert "Penn-Fudan" not in profile.reason and "COCO weights" in profile.reason
+
+
+def test_data_dir_defaults_to_the_checkout(monkeypatch):
+    monkeypatch.delenv("PEDSEG_DATA", raising=False)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "book")
+    assert profiles.data_dir() == Path(__file__).resolve().parents[1] / "data"
+
+
+def test_atomic_open_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "history.json"
+    atomic_write_json(target, {"epoch": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as handle:
+            handle.write('{"epoch": 2, "trunc')
+            raise RuntimeError("disk full")
+    assert target.read_text() == '{\n  "epoch": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
