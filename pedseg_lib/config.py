@@ -1,0 +1,322 @@
+"""Training configuration: one typed dataclass, four named presets, YAML files and ``key=value`` overrides.
+
+A run is fully described by a :class:`TrainConfig`. Start from a preset, change what you need::
+
+    cfg = load_preset("cpu")
+    cfg = apply_overrides(cfg, ["epochs=3", "lr=0.01"])
+
+or write a YAML file that names a ``preset:`` and the keys it changes, and load it with :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pedseg_lib.errors import ConfigError
+
+PRESETS = ("tutorial", "best", "cpu", "smoke")
+VARIANTS = ("v1", "v2")
+WEIGHTS = ("coco", "imagenet", None)
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Field comments give the default's reason."""
+
+    preset: str = "tutorial"  # the preset this config started from (names the default run folder)
+    # model
+    variant: str = "v1"  # "v1": maskrcnn_resnet50_fpn (the tutorial's); "v2": the improved 2022 recipe
+    weights: str | None = "coco"  # "coco", "imagenet" (backbone only) or None (random: smoke tests only)
+    trainable_backbone_layers: int = 3  # torchvision's default for fine-tuning: freeze the stem and layer1
+    min_size: int = 800  # shortest image side inside the model (torchvision's default)
+    max_size: int = 1333  # longest side cap (torchvision's default)
+    # data
+    data_root: str | None = None  # Penn-Fudan folder; None = the profile's data
+    test_size: int = 50  # images held out for validation, as in the official tutorial
+    split_seed: int = 0  # seed of the train/validation split (fixed, so runs are comparable)
+    max_train_images: int | None = None  # keep only the first N training images (quick runs)
+    max_val_images: int | None = None  # keep only the first N validation images
+    batch_size: int = 2  # the tutorial's: two 800-px images fit an 8 GB GPU
+    workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    # optimisation
+    epochs: int = 2  # the tutorial trains 2 epochs
+    optimizer: str = "sgd"  # "sgd" (the detection default) or "adamw"
+    lr: float = 0.005  # the tutorial's learning rate for batch 2
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 penalty, the tutorial's
+    scheduler: str = "step"  # "step" (StepLR), "cosine" (to zero at the end) or "constant"
+    step_size: int = 3  # StepLR: epochs between decays
+    gamma: float = 0.1  # StepLR: decay factor
+    warmup_iters: int | None = None  # linear warm-up length; None = min(1000, iterations per epoch - 1)
+    warmup_factor: float = 0.001  # warm-up starts at lr * warmup_factor
+    amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
+    clip_grad_norm: float | None = None  # clip the global gradient norm to this (None = no clipping)
+    # augmentation
+    hflip: float = 0.5  # horizontal flip probability
+    scale_jitter: list[float] | None = None  # [low, high] factors of min_size for multi-scale training
+    photometric: bool = False  # random brightness/contrast/saturation/hue
+    # run
+    seed: int = 0  # seeds python, numpy and torch
+    output_dir: str | None = None  # run folder; None = runs/<preset> in the project (or working) folder
+    patience: int | None = None  # stop after this many epochs without a better validation segm AP
+    device: str = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
+    eval_score_threshold: float = 0.05  # detections below this score are not kept for validation AP
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (YAML/JSON-safe) of every field."""
+        return dataclasses.asdict(self)
+
+
+def _preset_values() -> dict[str, dict[str, Any]]:
+    return {
+        # The official "TorchVision Object Detection Finetuning" recipe, unchanged.
+        "tutorial": dict(preset="tutorial"),
+        # Longer, stronger recipe for a GPU: v2 model, cosine schedule, multi-scale + colour augmentation.
+        "best": dict(
+            preset="best", variant="v2", batch_size=4, epochs=24, lr=0.01, weight_decay=1e-4,
+            scheduler="cosine", warmup_iters=100, amp=True, clip_grad_norm=10.0,
+            scale_jitter=[0.8, 1.25], photometric=True, patience=6, workers=4,
+        ),
+        # A laptop or free Colab CPU: smaller inputs, one epoch (estimate: 15-20 minutes on 2 cores).
+        "cpu": dict(preset="cpu", min_size=480, max_size=800, epochs=1, workers=2),
+        # Seconds, for CI: random weights, tiny inputs; warm-up and clipping keep lr 0.01 from diverging.
+        "smoke": dict(
+            preset="smoke", weights=None, min_size=160, max_size=256, max_train_images=8,
+            max_val_images=4, epochs=2, lr=0.01, warmup_iters=4, clip_grad_norm=5.0, workers=0,
+            test_size=4, scheduler="constant", eval_score_threshold=0.0,
+        ),
+    }
+
+
+def load_preset(name: str) -> TrainConfig:
+    """The named preset.
+
+    Args:
+        name: ``tutorial``, ``best``, ``cpu`` or ``smoke``.
+
+    Returns:
+        A fresh :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: for an unknown name.
+    """
+    presets = _preset_values()
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}.")
+    return TrainConfig(**presets[name])
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(_field_types()), n=1)
+    hint = f" - did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(_field_types())}"
+    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the field type ``hint``; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(key, value, option, where)
+            except ConfigError:
+                pass
+        raise _bad_type(key, value, hint, where)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise _bad_type(key, value, hint, where)
+        return [_coerce(key, v, item, where) for v in value]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and type(value) is hint:
+        return value
+    raise _bad_type(key, value, hint, where)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
+
+
+def _bad_type(key: str, value: Any, hint: Any, where: str) -> ConfigError:
+    return ConfigError(
+        f"config key {key!r} in {where}: {value!r} ({type(value).__name__}) is not a {_type_name(hint)}; "
+        f"fix the value."
+    )
+
+
+def _check(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key!r}: {value!r} is not valid - {what}.")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check types and ranges of every field.
+
+    Raises:
+        ConfigError: naming the first bad key and value.
+    """
+    for key, hint in _field_types().items():
+        setattr(cfg, key, _coerce(key, getattr(cfg, key), hint, "the config"))
+    _check(cfg.preset in (*PRESETS, "custom"), "preset", cfg.preset, f"use one of {', '.join(PRESETS)}")
+    _check(cfg.variant in VARIANTS, "variant", cfg.variant, "use v1 or v2")
+    _check(cfg.weights in WEIGHTS, "weights", cfg.weights, "use coco, imagenet or none")
+    _check(0 <= cfg.trainable_backbone_layers <= 5, "trainable_backbone_layers", cfg.trainable_backbone_layers,
+           "use 0 to 5")
+    _check(cfg.min_size > 0, "min_size", cfg.min_size, "must be positive")
+    _check(cfg.max_size >= cfg.min_size, "max_size", cfg.max_size, "must be at least min_size")
+    _check(cfg.test_size > 0, "test_size", cfg.test_size, "must be positive")
+    for key in ("max_train_images", "max_val_images", "patience", "warmup_iters"):
+        value = getattr(cfg, key)
+        _check(value is None or value >= (0 if key == "warmup_iters" else 1), key, value,
+               "must be positive or null")
+    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be at least 1")
+    _check(cfg.workers >= 0, "workers", cfg.workers, "must be 0 or more")
+    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "must be at least 1")
+    _check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, "use sgd or adamw")
+    _check(cfg.lr > 0, "lr", cfg.lr, "must be positive")
+    _check(cfg.scheduler in SCHEDULERS, "scheduler", cfg.scheduler, f"use one of {', '.join(SCHEDULERS)}")
+    _check(cfg.step_size >= 1, "step_size", cfg.step_size, "must be at least 1")
+    _check(0 < cfg.warmup_factor <= 1, "warmup_factor", cfg.warmup_factor, "must be in (0, 1]")
+    _check(cfg.clip_grad_norm is None or cfg.clip_grad_norm > 0, "clip_grad_norm", cfg.clip_grad_norm,
+           "must be positive or null")
+    _check(0 <= cfg.hflip <= 1, "hflip", cfg.hflip, "must be a probability in [0, 1]")
+    _check(cfg.scale_jitter is None or (len(cfg.scale_jitter) == 2 and 0 < cfg.scale_jitter[0] <= cfg.scale_jitter[1]),
+           "scale_jitter", cfg.scale_jitter, "use [low, high] with 0 < low <= high, or null")
+    _check(cfg.device in DEVICES, "device", cfg.device, "use auto, cpu or cuda")
+
+
+def _parse_weights(value: Any) -> Any:
+    # "none" reads naturally on a command line (weights=none); YAML gives the string "none".
+    return None if isinstance(value, str) and value.lower() in ("none", "null", "random") else value
+
+
+def _updated(cfg: TrainConfig, values: dict[str, Any], where: str) -> TrainConfig:
+    hints = _field_types()
+    changes = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown_key(key, where)
+        if key == "weights":
+            value = _parse_weights(value)
+        changes[key] = _coerce(key, value, hints[key], where)
+    return dataclasses.replace(cfg, **changes)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Change fields from ``key=value`` strings; values are parsed as YAML and type-checked.
+
+    Args:
+        cfg: the config to start from (not modified).
+        overrides: e.g. ``["lr=0.01", "weights=none", "scale_jitter=[0.8,1.2]"]``.
+
+    Returns:
+        A new :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: for a malformed item, an unknown key (with the closest known one) or a bad value.
+    """
+    values = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value: write e.g. lr=0.01.")
+        try:
+            values[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML; quote or fix it.") from None
+    return _updated(cfg, values, "--set")
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """A config from a YAML file: a mapping of fields, optionally starting from ``preset: NAME``.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The preset (or the defaults) updated with the file's keys.
+
+    Raises:
+        ConfigError: for a missing or unparsable file, a non-mapping, unknown keys or bad values.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check the path.") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax.") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value, not a {type(values).__name__}.")
+    preset = values.get("preset", None)
+    cfg = load_preset(preset) if preset is not None else TrainConfig(preset="custom")
+    return _updated(cfg, values, str(path))
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML (atomically) so :func:`load_config` reads it back unchanged."""
+    from pedseg_lib._io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def default_output_dir(preset: str) -> Path:
+    """``runs/<preset>`` in the project checkout, or in the working folder outside one."""
+    from pedseg_lib.profiles import project_root
+
+    return (project_root() or Path.cwd()) / "runs" / preset
+
+
+def config_for_profile(profile: Any) -> TrainConfig:
+    """The profile's preset, with its data (made or downloaded if needed) and run folder.
+
+    Args:
+        profile: a :class:`pedseg_lib.profiles.Profile`.
+
+    Returns:
+        The :class:`TrainConfig` a chapter trains with.
+    """
+    cfg = load_preset(profile.name)
+    root = profile.ensure_data()
+    return dataclasses.replace(cfg, data_root=str(root), output_dir=str(default_output_dir(cfg.preset)))
+
+
+__all__ = [
+    "PRESETS", "TrainConfig", "apply_overrides", "config_for_profile", "default_output_dir",
+    "load_config", "load_preset", "save_config", "validate",
+]
