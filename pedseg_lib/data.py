@@ -11,6 +11,7 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import random
 import re
 import shutil
@@ -372,7 +373,7 @@ def download_pennfudan(
                     while True:
                         try:
                             chunk = response.read(1 << 16)
-                        except (OSError, TimeoutError, ValueError) as e:
+                        except (OSError, ValueError, http.client.HTTPException) as e:
                             raise DownloadError(f"download of {url} interrupted after {received} bytes ({e}); {hint}") from None
                         if not chunk:
                             break
