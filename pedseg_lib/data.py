@@ -21,9 +21,10 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -271,7 +272,7 @@ def dataset_statistics(dataset: PennFudanDataset) -> dict[str, Any]:
         "instances_per_image": per_image,
         "box_heights": heights,
         "box_widths": widths,
-        "aspect_ratios": [w / h for w, h in zip(widths, heights)],
+        "aspect_ratios": [w / h for w, h in zip(widths, heights, strict=True)],
         "areas": areas,
         "image_sizes": sizes,
     }
@@ -467,7 +468,7 @@ def _synthetic_sample(rng: np.random.Generator, min_side: int, max_side: int):
     mask = Image.new("L", (w, h), 0)
     mdraw = ImageDraw.Draw(mask)
     n = int(rng.integers(1, 4))
-    heights = sorted((int(rng.integers(h * 45 // 100, h * 90 // 100)) for _ in range(n)))
+    heights = sorted(int(rng.integers(h * 45 // 100, h * 90 // 100)) for _ in range(n))
     boxes = []
     # Drawn back to front: smaller (farther) figures first, so nearer ones occlude them.
     for k, ph in enumerate(heights, 1):
@@ -564,7 +565,7 @@ def _labels_getter(inputs: Any) -> tuple[torch.Tensor, ...]:
 
 def collate_fn(batch: list) -> tuple:
     """Keep variable-sized images and targets as tuples (what torchvision detection models expect)."""
-    return tuple(zip(*batch))
+    return tuple(zip(*batch, strict=True))
 
 
 def _seed_worker(worker_id: int) -> None:
