@@ -98,7 +98,7 @@ def _preset_values() -> dict[str, dict[str, Any]]:
         "smoke": dict(
             preset="smoke", weights=None, min_size=160, max_size=256, max_train_images=8,
             max_val_images=4, epochs=2, lr=0.01, warmup_iters=4, clip_grad_norm=5.0, workers=0,
-            test_size=4, scheduler="constant", eval_score_threshold=0.0,
+            test_size=4, scheduler="constant",
         ),
     }
 
