@@ -101,5 +101,93 @@ def show_grid(
 
 # --- training curves (from an engine run's history) ------------------------------------------
 
+LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average, so single noisy batches do not hide the trend."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_loss_components(history: Mapping, smooth: int = 1, ax: plt.Axes | None = None) -> plt.Figure:
+    """Training loss and its five terms per iteration (log scale).
+
+    Args:
+        history: an engine history (``history.json``) with ``iterations`` records.
+        smooth: moving-average window in iterations (1 = raw values).
+        ax: draw into this axes instead of a new figure.
+
+    Returns:
+        The figure.
+    """
+    rows = history["iterations"]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    x = [r["iteration"] for r in rows]
+    for key in ("loss", *LOSS_TERMS):
+        ax.plot(x, _smooth([r[key] for r in rows], smooth), label=key, lw=2.5 if key == "loss" else 1.2)
+    ax.set(xlabel="iteration", ylabel="training loss", yscale="log", title="Training loss per term")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_epoch_metrics(history: Mapping) -> plt.Figure:
+    """Per epoch: training and validation loss (left), validation box and mask AP (right)."""
+    rows = history["epochs"]
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss")
+    left.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation loss")
+    left.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
+    for key, style in (("bbox_AP", "o-"), ("segm_AP", "s-"), ("bbox_AP50", "o--"), ("segm_AP50", "s--")):
+        right.plot(epochs, [r[key] for r in rows], style, label=key)
+    right.set(xlabel="epoch", ylabel="COCO AP", title="Validation AP per epoch", ylim=(-0.02, 1.02))
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr(history: Mapping, first: int | None = None, ax: plt.Axes | None = None) -> plt.Figure:
+    """The learning rate of each iteration (optionally only the ``first`` ones, to see the warm-up)."""
+    rows = history["iterations"][:first]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([r["iteration"] for r in rows], [r["lr"] for r in rows], ".-")
+    ax.set(xlabel="iteration", ylabel="learning rate", title="Learning-rate schedule")
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def compare_runs(histories: Mapping[str, Mapping], metric: str = "segm_AP") -> plt.Figure:
+    """Several runs side by side: training loss per iteration (left) and ``metric`` per epoch (right).
+
+    Args:
+        histories: run name -> engine history.
+        metric: a per-epoch key, e.g. ``segm_AP``, ``bbox_AP`` or ``val_loss``.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, history in histories.items():
+        its = history["iterations"]
+        left.plot([r["iteration"] for r in its], _smooth([r["loss"] for r in its], 5), label=name)
+        right.plot([r["epoch"] for r in history["epochs"]], [r[metric] for r in history["epochs"]], "o-", label=name)
+    left.set(xlabel="iteration", ylabel="training loss (5-iteration mean)", yscale="log", title="Training loss")
+    right.set(xlabel="epoch", ylabel=metric, title=f"Validation {metric}")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 
 # --- evaluation figures (precision-recall, ground truth beside prediction, galleries) --------

@@ -1,0 +1,476 @@
+"""The training loop: one epoch, a validation loss, and :func:`fit`, which ties them to data, checkpoints and history.
+
+Runs unchanged on one CPU, one GPU, or several processes under ``torchrun`` (DistributedDataParallel;
+rank 0 alone prints, writes checkpoints and history).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pedseg_lib import distributed as dist
+from pedseg_lib._io import atomic_open, atomic_write_json
+from pedseg_lib.config import TrainConfig, default_output_dir, save_config
+from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError, PedsegError
+
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+AP_KEYS = {"bbox_AP": ("bbox", 0), "bbox_AP50": ("bbox", 1), "segm_AP": ("segm", 0), "segm_AP50": ("segm", 1)}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` produced. ``history`` is the content of ``history.json``."""
+
+    run_dir: Path | None
+    history: dict[str, Any]
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    stopped_early: bool
+    best_epoch: int | None
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- learning rate
+class LRSchedule:
+    """Learning-rate factor per global iteration: linear warm-up times a step, cosine or constant schedule.
+
+    A plain object (not a lambda), so ``LambdaLR.state_dict()`` saves it and a resumed run continues exactly.
+    """
+
+    def __init__(self, cfg: TrainConfig, iters_per_epoch: int):
+        self.iters_per_epoch = max(1, iters_per_epoch)
+        self.total = cfg.epochs * self.iters_per_epoch
+        # The official tutorial warms up over the first epoch, at most 1000 iterations.
+        default_warmup = min(1000, self.iters_per_epoch - 1)
+        self.warmup_iters = default_warmup if cfg.warmup_iters is None else cfg.warmup_iters
+        self.warmup_factor = cfg.warmup_factor
+        self.kind, self.step_size, self.gamma = cfg.scheduler, cfg.step_size, cfg.gamma
+
+    def __call__(self, it: int) -> float:
+        factor = 1.0
+        if it < self.warmup_iters:
+            factor = self.warmup_factor + (1 - self.warmup_factor) * it / self.warmup_iters
+        if self.kind == "step":
+            factor *= self.gamma ** ((it // self.iters_per_epoch) // self.step_size)
+        elif self.kind == "cosine":
+            factor *= 0.5 * (1 + math.cos(math.pi * min(it, self.total) / self.total))
+        return factor
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the detection default) or AdamW over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+# --------------------------------------------------------------------------- one epoch
+def _to_device(images, targets, device):
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _image_ids(targets) -> list[int]:
+    return [int(t["image_id"]) for t in targets]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    device: torch.device | str,
+    epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad_norm: float | None = None,
+    start_iteration: int = 0,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Train for one pass over ``loader``.
+
+    Args:
+        model: a torchvision Mask R-CNN (or its DDP wrapper).
+        optimizer: its optimiser.
+        loader: yields ``(images, targets)`` tuples.
+        device: where to train.
+        epoch: 1-based epoch number, for the records and the progress bar.
+        scheduler: stepped after every iteration (warm-up and schedule in one).
+        scaler: a GradScaler for mixed precision on CUDA, or None.
+        clip_grad_norm: clip the global gradient norm to this, or None.
+        start_iteration: global iterations done before this epoch.
+        progress: show a tqdm bar with the running losses and the ETA.
+
+    Returns:
+        One record per iteration: epoch, iteration (1-based, global), lr, loss and the five loss terms,
+        averaged over processes when distributed.
+
+    Raises:
+        NonFiniteLossError: when a loss is NaN or infinite; raised before ``optimizer.step()``, so the
+            weights stay finite.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    use_amp = scaler is not None and scaler.is_enabled()
+    records = []
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=True, dynamic_ncols=True)
+    for step, (images, targets) in enumerate(bar):
+        iteration = start_iteration + step + 1
+        images, targets = _to_device(images, targets, device)
+        with torch.autocast(device_type=torch.device(device).type, enabled=use_amp):
+            loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        # Averaged over processes (a no-op on one), so every rank sees the same numbers and a NaN
+        # on any rank stops them all together instead of leaving the others waiting in backward.
+        logged = dist.mean_dict({"loss": loss.detach(), **{k: v.detach() for k, v in loss_dict.items()}})
+        if not all(math.isfinite(v) for v in logged.values()):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, iteration {iteration} on images {_image_ids(targets)} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in logged.items())}); lower lr, add warm-up or "
+                "clip_grad_norm; the last checkpoint is unchanged",
+                _image_ids(targets), logged, iteration,
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(loss).backward()
+            if clip_grad_norm:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if clip_grad_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        records.append({"epoch": epoch, "iteration": iteration, "lr": lr, **logged})
+        bar.set_postfix(loss=f"{logged['loss']:.3f}", mask=f"{logged['loss_mask']:.3f}", lr=f"{lr:.2g}")
+    return records
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
+    """Mean validation loss and its five terms.
+
+    torchvision detection models return losses only in train mode, so the model runs in train mode
+    under ``torch.no_grad()``. That changes nothing learned: no gradients flow, pretrained backbones use
+    FrozenBatchNorm2d, and any ordinary BatchNorm is put back in eval mode so its running statistics are
+    not updated by validation images. (The RPN and box heads still sample proposals at random, as in training.)
+
+    Returns:
+        ``{"val_loss": ..., "val_loss_classifier": ..., ...}``, averaged over every batch of every process.
+    """
+    was_training = model.training
+    model.train()
+    _freeze_batchnorm(model)
+    sums = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64)
+    for images, targets in loader:
+        images, targets = _to_device(images, targets, device)
+        loss_dict = model(images, targets)
+        values = [float(loss_dict[k]) for k in LOSS_KEYS]
+        sums += torch.tensor([sum(values), *values, 1.0], dtype=torch.float64)
+    sums = dist.sum_tensor(sums)
+    model.train(was_training)
+    count = max(sums[-1].item(), 1.0)
+    names = ["val_loss", *(f"val_{k}" for k in LOSS_KEYS)]
+    return {name: (sums[i].item() / count if sums[-1] > 0 else float("nan")) for i, name in enumerate(names)}
+
+
+def evaluate_ap(model: nn.Module, dataset, score_threshold: float = 0.05) -> dict[str, float]:
+    """Validation COCO AP (box and mask, all IoUs and IoU 0.5) of ``model`` on ``dataset``.
+
+    Each process predicts its own share of ``dataset``; rank 0 gathers the predictions and scores them,
+    and every rank receives the same numbers.
+    """
+    from pedseg_lib.evaluation import coco_evaluate
+    from pedseg_lib.inference import predict_dataset
+
+    full = dataset
+    shard = dist.shard(dataset)
+    module = model.module if hasattr(model, "module") else model
+    predictions = predict_dataset(module, shard, score_threshold=score_threshold) if len(shard) else {}
+    predictions = dist.gather_dicts(predictions)
+    metrics = None
+    if dist.is_main():
+        stats = coco_evaluate(full, predictions).stats
+        metrics = {key: float(stats[iou][i]) for key, (iou, i) in AP_KEYS.items()}
+    return dist.broadcast_object(metrics)
+
+
+# --------------------------------------------------------------------------- fit
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        # numpy's state holds an ndarray; plain lists load with torch.load(weights_only=True).
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but no CUDA GPU is visible: set device=auto or device=cpu.")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank())
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    run_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.preset)
+    if dist.is_main():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".pedseg-write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PedsegError(
+                f"cannot write to the run folder {run_dir} ({exc.strerror or exc}): choose another with --out "
+                "or output_dir=..."
+            ) from None
+    return run_dir
+
+
+def _data(cfg: TrainConfig):
+    """Seeded train/validation split (optionally truncated) of the dataset at ``cfg.data_root``."""
+    from torch.utils.data import Subset
+
+    from pedseg_lib import data
+    from pedseg_lib.profiles import data_dir, find_dataset
+
+    root = Path(cfg.data_root) if cfg.data_root else data_dir()
+    found = find_dataset(root)
+    if found is None:
+        raise PedsegError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "
+                          "or set data_root=...")
+    size = len(data.PennFudanDataset(found))
+    if not 0 < cfg.test_size < size:
+        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the size of {found}: "
+                          "set test_size=...")
+    train_idx, val_idx = data.split_indices(size, cfg.test_size, cfg.split_seed)
+    train_idx, val_idx = train_idx[: cfg.max_train_images], val_idx[: cfg.max_val_images]
+    train_tf = data.build_transforms(True, hflip=cfg.hflip, photometric=cfg.photometric)
+    train = Subset(data.PennFudanDataset(found, transforms=train_tf), train_idx)
+    val = Subset(data.PennFudanDataset(found, transforms=data.build_transforms(False)), val_idx)
+    return train, val
+
+
+def _multiscale(model: nn.Module, cfg: TrainConfig) -> None:
+    """Scale jitter inside the model: torchvision picks a random ``min_size`` from the tuple for each
+    training batch and uses the last one at test time."""
+    if cfg.scale_jitter:
+        low, high = (int(cfg.min_size * f) for f in cfg.scale_jitter)
+        sizes = sorted({*range(low, high + 1, 32), cfg.min_size} - {cfg.min_size})
+        model.transform.min_size = (*sizes, cfg.min_size)
+
+
+def _write_history(run_dir: Path, history: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "history.json", history)
+    for name, rows in (("iterations", history["iterations"]), ("epochs", history["epochs"])):
+        buffer = io.StringIO()
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        with atomic_open(run_dir / f"history_{name}.csv", "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+
+
+def _score(row: dict[str, float]) -> tuple[float, float]:
+    """Rank epochs by validation segm AP, then by lower validation loss; NaN (or COCO's -1) ranks last."""
+    ap, loss = row.get("segm_AP", float("nan")), row.get("val_loss", float("nan"))
+    ap = ap if math.isfinite(ap) and ap >= 0 else -math.inf
+    return ap, -loss if math.isfinite(loss) else -math.inf
+
+
+def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
+        on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None) -> FitResult:
+    """Train a model as ``config`` says, validating, checkpointing and logging every epoch.
+
+    Args:
+        config: the run's :class:`~pedseg_lib.config.TrainConfig`.
+        resume: continue from ``<run folder>/last.pt`` (model, optimiser, schedule, scaler, RNG, history).
+        progress: show progress bars (rank 0 only).
+        on_epoch_end: called with each epoch's record after its checkpoint is written; returning True
+            stops the run there (as an interruption would; ``resume=True`` continues it).
+
+    Returns:
+        A :class:`FitResult`; ``history`` is also in ``history.json`` and two CSV files in the run folder.
+
+    Raises:
+        NonFiniteLossError: a loss became NaN/inf (``last.pt`` keeps the last good epoch).
+        PedsegError: missing data, unwritable run folder, unusable checkpoint.
+    """
+    from pedseg_lib import data
+    from pedseg_lib import model as M
+
+    dist.init()
+    try:
+        return _fit(config, resume, progress, on_epoch_end, data, M)
+    finally:
+        dist.cleanup()
+
+
+def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
+    main = dist.is_main()
+    seed_everything(cfg.seed)
+    device = _device(cfg)
+    run_dir = _run_dir(cfg)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and not last_path.is_file():
+        raise CheckpointError(f"cannot resume: {last_path} does not exist; train first or check the run folder.")
+    train_set, val_set = _data(cfg)
+
+    sampler = dist.sampler(train_set, seed=cfg.seed)
+    loader = data.create_loader(train_set, cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
+                                sampler=sampler)
+    val_loader = data.create_loader(dist.shard(val_set), cfg.batch_size, shuffle=False, workers=cfg.workers)
+
+    model = M.build_model(variant=cfg.variant, weights=cfg.weights, min_size=cfg.min_size, max_size=cfg.max_size,
+                          trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
+    _multiscale(model, cfg)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(cfg, len(loader)))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    history: dict[str, Any] = {"iterations": [], "epochs": [], "status": {}}
+    start_epoch, best, best_epoch, bad_epochs = 0, (-math.inf, -math.inf), None, 0
+
+    if resume:
+        ckpt = M.load_checkpoint(last_path, map_location="cpu")
+        model.load_state_dict(ckpt["model_state"])
+        extra = ckpt["extra"]
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        scheduler.lr_lambdas = [LRSchedule(cfg, len(loader))]  # the config may extend the run (epochs=...)
+        scaler.load_state_dict(extra["scaler"])
+        history = extra["history"]
+        start_epoch, best_epoch, bad_epochs = extra["epoch"], extra["best_epoch"], extra["bad_epochs"]
+        best = tuple(extra["best_score"])
+        _set_rng_state(extra["rng"])
+        if history["status"].get("stopped_early"):
+            start_epoch = cfg.epochs  # early stopping is a decision, not an interruption
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
+
+    train_model = dist.wrap(model, device)
+    stopped_early = bool(history["status"].get("stopped_early"))
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        tic = time.perf_counter()
+        # Re-seed the shuffling per epoch so a resumed run sees the same order as an uninterrupted one.
+        loader.generator.manual_seed(cfg.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        records = train_one_epoch(train_model, optimizer, loader, device, epoch, scheduler, scaler,
+                                  cfg.clip_grad_norm, len(history["iterations"]), progress and main)
+        history["iterations"].extend(records)
+        row = {"epoch": epoch, "train_loss": float(np.mean([r["loss"] for r in records]))}
+        row.update(evaluate_loss(train_model, val_loader, device))
+        row.update(evaluate_ap(model, val_set, cfg.eval_score_threshold))
+        row.update(lr=records[-1]["lr"], seconds=time.perf_counter() - tic)
+        history["epochs"].append(row)
+
+        score = _score(row)
+        improved = best_epoch is None or score > best
+        if improved:
+            best, best_epoch, bad_epochs = score, epoch, 0
+        else:
+            bad_epochs += 1
+        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience and epoch < cfg.epochs
+        history["status"] = _status(cfg, epoch, best_epoch, bad_epochs, stopped_early)
+        extra = {
+            "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": _scheduler_state(scheduler),
+            "scaler": scaler.state_dict(), "history": history, "best_epoch": best_epoch,
+            "best_score": list(best), "bad_epochs": bad_epochs, "rng": _rng_state(),
+        }
+        if main:
+            M.save_checkpoint(last_path, model, config=cfg.to_dict(), extra=extra)
+            if improved:
+                M.save_checkpoint(best_path, model, config=cfg.to_dict(), extra={"epoch": epoch, "metrics": row})
+            _write_history(run_dir, history)
+            if progress:
+                print(_epoch_line(row, improved))
+        stop = bool(on_epoch_end(row)) if on_epoch_end is not None else False
+        if stopped_early or stop:
+            break
+
+    if main and not history["epochs"]:
+        _write_history(run_dir, history)
+    dist.barrier()
+    return FitResult(run_dir if main else None, history, best_path if main else None,
+                     last_path if main else None, stopped_early, best_epoch, model)
+
+
+def _scheduler_state(scheduler) -> dict[str, Any]:
+    # LambdaLR saves a callable object's __dict__ (plain numbers), which weights_only loading accepts.
+    return scheduler.state_dict()
+
+
+def _status(cfg: TrainConfig, epoch: int, best_epoch: int | None, bad_epochs: int, stopped_early: bool) -> dict:
+    if stopped_early:
+        reason = (f"stopped early after epoch {epoch}: validation segm AP has not improved for {bad_epochs} "
+                  f"epoch(s) (patience {cfg.patience}); best epoch {best_epoch}")
+    elif epoch >= cfg.epochs:
+        reason = f"finished all {cfg.epochs} epochs; best epoch {best_epoch}"
+    else:
+        reason = f"interrupted after epoch {epoch} of {cfg.epochs}; `pedseg resume` continues"
+    return {"epochs_done": epoch, "best_epoch": best_epoch, "epochs_without_improvement": bad_epochs,
+            "patience": cfg.patience, "stopped_early": stopped_early, "reason": reason}
+
+
+def _epoch_line(row: dict[str, float], improved: bool) -> str:
+    mark = " (best so far)" if improved else ""
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss {row['val_loss']:.3f}, "
+            f"box AP {row['bbox_AP']:.3f}, mask AP {row['segm_AP']:.3f}, {row['seconds']:.0f} s{mark}")
+
+
+def load_history(run_dir: str | Path) -> dict[str, Any]:
+    """The ``history.json`` of a run folder."""
+    import json
+
+    path = Path(run_dir) / "history.json"
+    if not path.is_file():
+        raise PedsegError(f"no history.json in {run_dir}: train first with `pedseg train` or engine.fit.")
+    return json.loads(path.read_text(encoding="utf-8"))

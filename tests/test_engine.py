@@ -1,0 +1,190 @@
+"""The training engine: it learns, resumes exactly, stops cleanly on NaN, and keeps its files consistent."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from pedseg_lib import data, engine
+from pedseg_lib.config import apply_overrides, load_preset
+from pedseg_lib.errors import NonFiniteLossError, PedsegError
+
+HEADS = ("backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor",
+         "roi_heads.mask_head", "roi_heads.mask_predictor")
+ITERATION_KEYS = ["epoch", "iteration", "lr", "loss", *engine.LOSS_KEYS]
+EPOCH_KEYS = ["epoch", "train_loss", "val_loss", *(f"val_{k}" for k in engine.LOSS_KEYS),
+              "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "lr", "seconds"]
+
+
+def tiny_config(root, out, *extra):
+    """Two training images, one validation image, 128 px: a few seconds per epoch on a CPU."""
+    return apply_overrides(load_preset("smoke"), [
+        f"data_root={root}", f"output_dir={out}", "min_size=128", "max_size=160", "max_train_images=2",
+        "max_val_images=1", "batch_size=1", "epochs=2", "warmup_iters=2", *extra,
+    ])
+
+
+def test_lr_schedule_warmup_then_schedule():
+    cfg = apply_overrides(load_preset("tutorial"), ["epochs=6"])
+    sched = engine.LRSchedule(cfg, iters_per_epoch=60)
+    assert sched.warmup_iters == 59  # the tutorial's min(1000, len(loader) - 1)
+    assert sched(0) == pytest.approx(0.001) and sched(59) == 1.0
+    assert sched(30) == pytest.approx(0.001 + 0.999 * 30 / 59)
+    assert sched(3 * 60 - 1) == 1.0 and sched(3 * 60) == pytest.approx(0.1)  # StepLR(3, 0.1), per epoch
+    cosine = engine.LRSchedule(apply_overrides(cfg, ["scheduler=cosine", "warmup_iters=0"]), 10)
+    assert cosine(0) == 1.0 and cosine(30) == pytest.approx(0.5) and cosine(60) == pytest.approx(0.0, abs=1e-12)
+    assert engine.LRSchedule(load_preset("tutorial"), 2000).warmup_iters == 1000
+
+
+def test_score_ranks_nan_and_missing_ap_last():
+    good = {"segm_AP": 0.2, "val_loss": 1.0}
+    tie_lower_loss = {"segm_AP": 0.2, "val_loss": 0.9}
+    assert engine._score(tie_lower_loss) > engine._score(good)
+    assert engine._score({"segm_AP": float("nan"), "val_loss": 0.1}) < engine._score({"segm_AP": 0.0, "val_loss": 9})
+    assert engine._score({"segm_AP": -1.0, "val_loss": 0.1}) < engine._score({"segm_AP": 0.0, "val_loss": 9})
+    assert engine._score({"segm_AP": 0.0, "val_loss": float("nan")}) < engine._score({"segm_AP": 0.0, "val_loss": 9})
+
+
+@pytest.mark.slow
+def test_overfits_a_few_images_and_every_head_learns(synthetic_root):
+    from pedseg_lib.model import build_model
+
+    torch.manual_seed(0)
+    images = Subset(data.PennFudanDataset(synthetic_root, transforms=data.build_transforms(False)), [0, 1] * 20)
+    loader = data.create_loader(images, batch_size=2, shuffle=False)
+    model = build_model(weights=None, min_size=128, max_size=160)
+    cfg = apply_overrides(load_preset("smoke"), ["warmup_iters=10", "epochs=1"])
+    optimizer = engine.build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.LRSchedule(cfg, len(loader)))
+    records = engine.train_one_epoch(model, optimizer, loader, "cpu", 1, scheduler, clip_grad_norm=5.0)
+
+    def mean(key, part):
+        return sum(r[key] for r in part) / len(part)
+
+    first, last = records[:10], records[-10:]
+    assert len(records) == 20 and all(math.isfinite(r["loss"]) for r in records)
+    assert mean("loss", last) <= 0.6 * mean("loss", first), (mean("loss", first), mean("loss", last))
+    for key in ("loss_classifier", "loss_mask", "loss_objectness"):
+        assert mean(key, last) < mean(key, first), key
+    grads = dict(model.named_parameters())
+    for head in HEADS:
+        norms = [p.grad.abs().sum().item() for n, p in grads.items() if n.startswith(head) and p.grad is not None]
+        assert norms and sum(norms) > 0, f"{head} received no gradient"
+
+
+def _weights(path):
+    from pedseg_lib.model import load_checkpoint
+
+    return load_checkpoint(path)["model_state"]
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_weights_and_history(synthetic_root, tmp_path):
+    whole = engine.fit(tiny_config(synthetic_root, tmp_path / "whole"), progress=False)
+
+    cfg = tiny_config(synthetic_root, tmp_path / "split")
+    first = engine.fit(cfg, progress=False, on_epoch_end=lambda row: True)  # "interrupted" after epoch 1
+    assert len(first.history["epochs"]) == 1 and "interrupted" in first.history["status"]["reason"]
+    resumed = engine.fit(cfg, resume=True, progress=False)
+
+    assert resumed.history["iterations"] == whole.history["iterations"]
+    assert _without_seconds(resumed.history["epochs"]) == _without_seconds(whole.history["epochs"])
+    assert resumed.history["status"] == whole.history["status"]
+    a, b = _weights(whole.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+    # The run folder holds what the contract lists, in the agreed shapes.
+    files = {p.name for p in (tmp_path / "split").iterdir()}
+    assert files == {"config.yaml", "last.pt", "best.pt", "history.json", "history_iterations.csv",
+                     "history_epochs.csv"}
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [r["iteration"] for r in history["iterations"]] == [1, 2, 3, 4]  # 2 images, batch 1, 2 epochs
+    assert list(history["iterations"][0]) == ITERATION_KEYS and list(history["epochs"][0]) == EPOCH_KEYS
+    with open(tmp_path / "split" / "history_epochs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and list(rows[0]) == EPOCH_KEYS
+    assert resumed.best_epoch in (1, 2) and resumed.best_checkpoint.is_file()
+
+    # Resuming a finished run trains nothing more.
+    again = engine.fit(cfg, resume=True, progress=False)
+    assert again.history["iterations"] == resumed.history["iterations"]
+
+
+def _nan_at(k, build):
+    """A build_model whose k-th training forward (with grad) returns NaN losses."""
+    calls = {"n": 0}
+
+    def patched(*args, **kwargs):
+        model = build(*args, **kwargs)
+        forward = model.forward
+
+        def nan_forward(images, targets=None):
+            losses = forward(images, targets)
+            if targets is not None and torch.is_grad_enabled():
+                calls["n"] += 1
+                if calls["n"] == k:
+                    losses = {name: value * float("nan") for name, value in losses.items()}
+            return losses
+
+        model.forward = nan_forward
+        return model
+
+    return patched
+
+
+@pytest.mark.slow
+def test_nan_loss_names_the_batch_and_keeps_the_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    import pedseg_lib.model as M
+
+    cfg = tiny_config(synthetic_root, tmp_path / "run", "epochs=1", "batch_size=2")
+    engine.fit(cfg, progress=False)
+    before = _weights(tmp_path / "run" / "last.pt")
+
+    build = M.build_model
+    monkeypatch.setattr(M, "build_model", _nan_at(1, build))
+    with pytest.raises(NonFiniteLossError) as info:
+        engine.fit(apply_overrides(cfg, ["epochs=2"]), resume=True, progress=False)
+    train_ids, _ = data.split_indices(12, cfg.test_size, cfg.split_seed)
+    assert sorted(info.value.image_ids) == train_ids[:2] and info.value.iteration == 2
+    assert math.isnan(info.value.losses["loss"]) and "images" in str(info.value)
+
+    after = _weights(tmp_path / "run" / "last.pt")
+    for name, value in after.items():
+        assert torch.equal(value, before[name]) and (not value.is_floating_point() or value.isfinite().all())
+
+    # In memory too: the step is skipped, so the weights are still the finite ones from before.
+    model = _nan_at(1, build)(weights=None, min_size=128, max_size=160)
+    snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loader = data.create_loader(Subset(data.PennFudanDataset(synthetic_root, data.build_transforms(False)),
+                                       [3, 5]), 2, shuffle=False)
+    with pytest.raises(NonFiniteLossError) as info:
+        engine.train_one_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, "cpu", 1)
+    assert info.value.image_ids == [3, 5] and info.value.iteration == 1
+    assert all(torch.equal(p, snapshot[n]) for n, p in model.named_parameters())
+
+
+def test_missing_data_and_unwritable_folder_are_clear(tmp_path, synthetic_root):
+    with pytest.raises(PedsegError, match=r"no Penn-Fudan dataset at .*nowhere.*pedseg download"):
+        engine.fit(tiny_config(tmp_path / "nowhere", tmp_path / "run"), progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PedsegError, match=r"cannot write to the run folder .*file/run.*--out"):
+        engine.fit(tiny_config(synthetic_root, blocker / "run"), progress=False)
+    with pytest.raises(PedsegError, match="test_size=40 must be between 1 and 11"):
+        engine.fit(tiny_config(synthetic_root, tmp_path / "r2", "test_size=40"), progress=False)
+
+
+def test_resume_without_checkpoint(tmp_path, synthetic_root):
+    with pytest.raises(PedsegError, match=r"cannot resume: .*last.pt does not exist"):
+        engine.fit(tiny_config(synthetic_root, tmp_path / "run"), resume=True, progress=False)
