@@ -1,0 +1,164 @@
+"""Build the book and look at it in a real browser (headless Chromium driven by Playwright).
+
+Needs /usr/bin/chromium (`bash .ci/setup --browser` installs Debian's package) and the `playwright` Python package
+(the `dev` extra; its own browser download is never used). Screenshots land in _build/screenshots/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+BUILD_TIMEOUT_S = 1500
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(BUILD_TIMEOUT_S + 300)]
+
+
+def _toc_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+
+
+def _is_chapter(page: str) -> bool:
+    return re.fullmatch(r"book/\d\d_\w+", page) is not None
+
+
+PAGES = _toc_pages()
+
+
+@pytest.fixture(scope="module")
+def built_book() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (run `bash .ci/setup --browser` as root)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+    env = dict(os.environ)
+    env.setdefault("PEDSEG_PROFILE", "smoke")
+    # Figures reach the page only through the notebook's inline backend; MPLBACKEND=Agg would silently drop them.
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
+    # --all re-reads every page so warnings of unchanged pages are reported again; executions stay cached.
+    proc = subprocess.run([jb, "build", ".", "-W", "-n", "--keep-going", "--all"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr).splitlines()
+    warnings = [line for line in log if ("WARNING" in line or "ERROR" in line) and "IPKernelApp" not in line]
+    assert proc.returncode == 0, "jupyter-book build failed:\n" + "\n".join(warnings or log[-40:])
+    return HTML
+
+
+@pytest.fixture(scope="module")
+def server(built_book: Path):
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+_WAIT_FOR_IMAGES = """async () => {
+  // Scroll through the page so lazily loaded images start, then wait for every image to settle.
+  for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) { window.scrollTo(0, y); }
+  window.scrollTo(0, 0);
+  await Promise.all(Array.from(document.images).map(img => img.complete ? null :
+    new Promise(resolve => { img.addEventListener('load', resolve); img.addEventListener('error', resolve); })));
+  return Array.from(document.images).filter(img => !(img.complete && img.naturalWidth > 0))
+    .map(img => img.getAttribute('src'));
+}"""
+
+# Error text in cell outputs: a traceback, or an exception name as the ANSI-coloured error renderer prints it.
+_ERROR_RE = re.compile(r"Traceback \(most recent call last\)|\x1b\[[0-9;]*m\s*\w*(Error|Exception)\b")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_in_chromium(page, server, browser):
+    console_errors: list[str] = []
+    external: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.on("console", lambda msg: msg.type == "error" and console_errors.append(msg.text))
+    tab.on("pageerror", lambda exc: console_errors.append(f"uncaught: {exc}"))
+
+    def only_local(route):
+        # The book must render offline: record and refuse any request that leaves this machine.
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost") or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            external.append(route.request.url)
+            route.abort()
+
+    tab.route("**/*", only_local)
+    try:
+        response = tab.goto(f"{server}/{page}.html", wait_until="load")
+        assert response is not None and response.ok, f"{page}.html: HTTP {response and response.status}"
+        broken = tab.evaluate(_WAIT_FOR_IMAGES)
+        tab.wait_for_load_state("networkidle")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(SHOTS / f"{Path(page).name}.png"), full_page=True)
+
+        assert not external, f"{page}: requests to other hosts (the book must work offline): {external}"
+        assert not console_errors, f"{page}: JavaScript console errors: {console_errors}"
+        assert not broken, f"{page}: images that did not load: {broken}"
+        assert tab.locator("h1").count() >= 1, f"{page}: no title"
+
+        outputs = tab.locator(".cell_output")
+        error_blocks = tab.locator(".cell_output .output.traceback, .cell_output .output.error").count()
+        assert error_blocks == 0, f"{page}: {error_blocks} cell outputs are errors"
+        for text in outputs.all_inner_texts():
+            match = _ERROR_RE.search(text)
+            assert match is None, f"{page}: a cell output shows an error: ...{text[max(0, match.start() - 200):match.end() + 200]}"
+
+        if _is_chapter(page):
+            _check_chapter(page, tab)
+    finally:
+        context.close()
+
+
+def _check_chapter(page: str, tab) -> None:
+    name = Path(page).name
+    nb = nbformat.read(ROOT / f"{page}.ipynb", as_version=4)
+    title = nb.cells[0].source.splitlines()[0].lstrip("# ").strip()
+    h1 = tab.locator("h1").first.inner_text()
+    assert title in h1, f"{page}: page title {h1!r} is not the chapter title {title!r}"
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].removeprefix("https://github.com/")
+    expected = f"https://colab.research.google.com/github/{repo}/blob/main/book/{name}.ipynb"
+    launch = tab.locator('.dropdown-launch-buttons a[href*="colab.research.google.com"]')
+    assert launch.count() == 1, f"{page}: no Colab launch button in the header"
+    # The resolved href, as the browser will follow it.
+    assert launch.first.evaluate("a => a.href") == expected, f"{page}: Colab launch button does not open {expected}"
+    badge = tab.locator(f'article a[href="{expected}"] img')
+    assert badge.count() == 1, f"{page}: no Open-in-Colab badge linking to {expected}"
