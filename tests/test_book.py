@@ -37,6 +37,10 @@ def _toc_pages() -> list[str]:
     return [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
 
 
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 def _is_chapter(page: str) -> bool:
     return re.fullmatch(r"book/\d\d_\w+", page) is not None
 
@@ -57,9 +61,12 @@ def built_book() -> Path:
     # --all re-reads every page so warnings of unchanged pages are reported again; executions stay cached.
     proc = subprocess.run([jb, "build", ".", "-W", "-n", "--keep-going", "--all"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr).splitlines()
+    log = _strip_ansi(proc.stdout + proc.stderr).splitlines()
     warnings = [line for line in log if ("WARNING" in line or "ERROR" in line) and "IPKernelApp" not in line]
-    assert proc.returncode == 0, "jupyter-book build failed:\n" + "\n".join(warnings or log[-40:])
+    # A chapter that failed to execute leaves its traceback in a report file: show its end.
+    reports = [Path(m) for m in re.findall(r"traceback saved in: (\S+)", "\n".join(log)) if Path(m).is_file()]
+    tracebacks = [f"--- {r}\n" + "\n".join(_strip_ansi(r.read_text()).splitlines()[-6:]) for r in reports]
+    assert proc.returncode == 0, "jupyter-book build failed:\n" + "\n".join((warnings or log[-40:]) + tracebacks)
     return HTML
 
 
@@ -162,3 +169,5 @@ def _check_chapter(page: str, tab) -> None:
     assert launch.first.evaluate("a => a.href") == expected, f"{page}: Colab launch button does not open {expected}"
     badge = tab.locator(f'article a[href="{expected}"] img')
     assert badge.count() == 1, f"{page}: no Open-in-Colab badge linking to {expected}"
+    # Every chapter draws figures; none on the page means they were lost (e.g. executed under MPLBACKEND=Agg).
+    assert tab.locator(".cell_output img").count() >= 1, f"{page}: no figure in any cell output"
