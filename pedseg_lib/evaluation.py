@@ -1,0 +1,333 @@
+"""COCO evaluation of instance predictions on a Penn-Fudan dataset, with per-image AP and error finding.
+
+Ground truth is built from ``dataset.target(idx)`` (masks only; RGB images are never decoded) once per
+dataset and set of indices, then cached. Numbers are pycocotools' own: this module only converts
+targets and predictions to COCO dictionaries and runs ``COCOeval``.
+
+Conventions:
+    * Predicted masks (float [N,1,H,W]) are foreground where ``mask > mask_threshold`` (0.5 by default,
+      as torchvision's reference ``CocoEvaluator`` does).
+    * Boxes go from XYXY to COCO ``[x, y, w, h]`` with ``w = x2 - x1``, ``h = y2 - y1`` (as the reference
+      ``convert_to_coco_api`` does).
+    * No detection at all: pycocotools' ``loadRes`` fails on an empty list, so the detections become an
+      empty COCO set instead; ``COCOeval`` then defines every AP/AR with ground truth as 0 (no true
+      positives) and every size bucket without ground truth as -1, exactly as it does for a model that
+      detects nothing on some images.
+    * Per-image AP (``per_image[image_id][iou_type]``): the AP (IoU 0.50:0.95, area all, maxDets 100)
+      that ``COCOeval`` would report with ``params.imgIds = [image_id]``. It is computed by
+      re-accumulating the already evaluated per-image matches (``evalImgs``) for that one image, so IoUs
+      are not recomputed. Images without ground truth have no defined AP: their value is NaN (not -1,
+      so that sorting by AP does not rank them as the worst images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch.utils.data import Subset
+
+from pedseg_lib.errors import PedsegError
+
+CATEGORIES = [{"id": 1, "name": "person"}]
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+# base dataset -> {indices: COCO}; weak keys so a discarded dataset frees its ground truth.
+_GT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _base_and_indices(dataset) -> tuple[Any, list[int]]:
+    """Unwrap (possibly nested) ``Subset`` objects to the base dataset and the indices into it."""
+    indices = list(range(len(dataset)))
+    while isinstance(dataset, Subset):
+        indices = [int(dataset.indices[i]) for i in indices]
+        dataset = dataset.dataset
+    if not hasattr(dataset, "target"):
+        raise PedsegError(
+            f"{type(dataset).__name__}: evaluation needs a PennFudanDataset (or a Subset of one) with .target(idx)"
+        )
+    return dataset, indices
+
+
+def encode_masks(masks: torch.Tensor) -> list[dict]:
+    """RLE-encode binary masks [N,H,W] (any dtype; non-zero is foreground) with pycocotools."""
+    masks = torch.as_tensor(masks).detach().cpu()
+    if len(masks) == 0:
+        return []
+    array = np.asfortranarray(masks.to(torch.uint8).permute(1, 2, 0).numpy())
+    return mask_utils.encode(array)
+
+
+def _xywh(boxes: torch.Tensor) -> list[list[float]]:
+    boxes = torch.as_tensor(boxes).detach().cpu().double().reshape(-1, 4)
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes.tolist()
+
+
+def _quiet_coco(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def build_coco_gt(dataset) -> COCO:
+    """The COCO ground truth of a PennFudanDataset (or a Subset of one), built once and cached.
+
+    Args:
+        dataset: a PennFudanDataset, or a ``torch.utils.data.Subset`` of one (nesting allowed).
+
+    Returns:
+        A pycocotools ``COCO`` whose image ids are the targets' ``image_id``, annotation ids start at 1,
+        category 1 is "person", masks are RLE, ``area`` is the mask area and boxes are xywh.
+    """
+    base, indices = _base_and_indices(dataset)
+    per_base = _GT_CACHE.setdefault(base, {})
+    key = tuple(indices)
+    if key in per_base:
+        return per_base[key]
+    images, annotations = [], []
+    for idx in indices:
+        target = base.target(idx)
+        image_id = int(target["image_id"])
+        masks = torch.as_tensor(target["masks"])
+        height, width = int(masks.shape[-2]), int(masks.shape[-1])
+        images.append({"id": image_id, "height": height, "width": width})
+        rles = encode_masks(masks)
+        for rle, box, area in zip(rles, _xywh(target["boxes"]), torch.as_tensor(target["area"]).tolist(), strict=True):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
+                "area": float(area), "bbox": box, "iscrowd": 0,
+            })
+    coco = _quiet_coco({"images": images, "annotations": annotations, "categories": copy.deepcopy(CATEGORIES)})
+    per_base[key] = coco
+    return coco
+
+
+def predictions_to_coco(
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    iou_type: str,
+    mask_threshold: float = 0.5,
+) -> list[dict]:
+    """COCO result dictionaries (``image_id``, ``category_id``, ``score`` and ``bbox`` or ``segmentation``).
+
+    Args:
+        predictions: image_id -> torchvision prediction (``boxes`` XYXY, ``scores``, ``labels``,
+            ``masks`` float [N,1,H,W]).
+        iou_type: ``"bbox"`` or ``"segm"``.
+        mask_threshold: a mask pixel is foreground where its probability is above this.
+    """
+    results = []
+    for image_id, pred in predictions.items():
+        scores = torch.as_tensor(pred["scores"]).detach().cpu().tolist()
+        if not scores:
+            continue
+        labels = torch.as_tensor(pred["labels"]).detach().cpu().tolist()
+        if iou_type == "bbox":
+            shapes = [{"bbox": box} for box in _xywh(pred["boxes"])]
+        elif iou_type == "segm":
+            masks = torch.as_tensor(pred["masks"]).detach().cpu()
+            if masks.ndim == 4:
+                masks = masks[:, 0]
+            shapes = [{"segmentation": rle} for rle in encode_masks(masks > mask_threshold)]
+        else:
+            raise PedsegError(f"iou_type={iou_type!r}: use 'bbox' or 'segm'")
+        for shape, score, label in zip(shapes, scores, labels, strict=True):
+            results.append({"image_id": int(image_id), "category_id": int(label), "score": float(score), **shape})
+    return results
+
+
+def _load_results(gt: COCO, results: list[dict]) -> COCO:
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return gt.loadRes(results)
+    # loadRes cannot take an empty list: an empty detection set over the same images instead.
+    return _quiet_coco({"images": copy.deepcopy(gt.dataset["images"]), "annotations": [],
+                        "categories": copy.deepcopy(gt.dataset["categories"])})
+
+
+def _check_predictions(gt: COCO, predictions: Mapping[int, Mapping[str, torch.Tensor]]) -> None:
+    for image_id, pred in predictions.items():
+        if int(image_id) not in gt.imgs:
+            raise PedsegError(f"prediction for image_id {image_id}: no such image in the evaluated dataset; "
+                              "predict on the same dataset (or Subset) you evaluate")
+        masks = pred.get("masks")
+        if masks is not None and len(masks):
+            info = gt.imgs[int(image_id)]
+            size = tuple(torch.as_tensor(masks).shape[-2:])
+            if size != (info["height"], info["width"]):
+                raise PedsegError(f"prediction for image_id {image_id}: masks are {size[1]}x{size[0]} but the image "
+                                  f"is {info['width']}x{info['height']}; predict at the image's original size")
+
+
+def _image_ap(evaluator: COCOeval, image_id: int) -> float:
+    """AP@[.5:.95] (area all, maxDets 100) of one image, from the already evaluated ``evalImgs``."""
+    params = copy.deepcopy(evaluator.params)
+    params.imgIds = [image_id]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.accumulate(params)
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else math.nan
+
+
+@dataclass
+class CocoEvaluation:
+    """Result of :func:`coco_evaluate`.
+
+    Attributes:
+        stats: iou_type -> the 12 COCO summary numbers (see ``STAT_NAMES``).
+        per_image: image_id -> {iou_type: AP of that image}; NaN for images without ground truth.
+        evaluators: iou_type -> the accumulated ``COCOeval`` (``.eval['precision']`` etc.).
+        tables: iou_type -> pycocotools' 12-line summary text.
+    """
+
+    stats: dict[str, list[float]]
+    per_image: dict[int, dict[str, float]]
+    evaluators: dict[str, COCOeval] = field(repr=False)
+    tables: dict[str, str] = field(repr=False)
+
+    def table(self, iou_type: str) -> str:
+        """pycocotools' standard 12-line summary for ``iou_type``."""
+        return self.tables[iou_type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: named stats per IoU type and per-image AP (NaN becomes None)."""
+        def clean(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        return {
+            "stats": {t: dict(zip(STAT_NAMES, map(float, s), strict=True)) for t, s in self.stats.items()},
+            "per_image": {str(i): {t: clean(v) for t, v in aps.items()} for i, aps in self.per_image.items()},
+        }
+
+
+def coco_evaluate(
+    dataset,
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    iou_types: Sequence[str] = ("bbox", "segm"),
+    mask_threshold: float = 0.5,
+) -> CocoEvaluation:
+    """COCO box and mask metrics of ``predictions`` against ``dataset``.
+
+    Args:
+        dataset: a PennFudanDataset or a Subset of one; its ``image_id`` values key ``predictions``.
+        predictions: image_id -> torchvision prediction dict; a missing image has no detections.
+        iou_types: any of ``"bbox"``, ``"segm"``.
+        mask_threshold: predicted mask probability above which a pixel is foreground.
+
+    Returns:
+        A :class:`CocoEvaluation` with pycocotools' 12 numbers per IoU type and per-image AP.
+    """
+    gt = build_coco_gt(dataset)
+    _check_predictions(gt, predictions)
+    stats, evaluators, tables = {}, {}, {}
+    per_image: dict[int, dict[str, float]] = {i: {} for i in gt.getImgIds()}
+    for iou_type in iou_types:
+        detections = _load_results(gt, predictions_to_coco(predictions, iou_type, mask_threshold))
+        evaluator = COCOeval(gt, detections, iouType=iou_type)
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            evaluator.evaluate()
+            evaluator.accumulate()
+        overall = evaluator.eval
+        for image_id in per_image:
+            per_image[image_id][iou_type] = _image_ap(evaluator, image_id)
+        evaluator.eval = overall
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            evaluator.summarize()
+        stats[iou_type] = [float(x) for x in evaluator.stats]
+        tables[iou_type] = text.getvalue().rstrip("\n")
+        evaluators[iou_type] = evaluator
+    return CocoEvaluation(stats=stats, per_image=per_image, evaluators=evaluators, tables=tables)
+
+
+# --------------------------------------------------------------------------- error analysis
+def _targets_of(dataset_or_targets) -> dict[int, Mapping[str, torch.Tensor]]:
+    if isinstance(dataset_or_targets, Mapping):
+        return dict(dataset_or_targets)
+    base, indices = _base_and_indices(dataset_or_targets)
+    targets = (base.target(i) for i in indices)
+    return {int(t["image_id"]): t for t in targets}
+
+
+def _ious(target: Mapping, pred: Mapping, iou_type: str, mask_threshold: float) -> np.ndarray:
+    """IoU matrix [num_predictions, num_targets]."""
+    if iou_type == "bbox":
+        from torchvision.ops import box_iou
+
+        return box_iou(torch.as_tensor(pred["boxes"]).float().reshape(-1, 4),
+                       torch.as_tensor(target["boxes"]).float().reshape(-1, 4)).numpy()
+    masks = torch.as_tensor(pred["masks"])
+    masks = masks[:, 0] if masks.ndim == 4 else masks
+    dt = encode_masks(masks > mask_threshold)
+    gt = encode_masks(torch.as_tensor(target["masks"]))
+    if not dt or not gt:
+        return np.zeros((len(dt), len(gt)))
+    return np.asarray(mask_utils.iou(dt, gt, [0] * len(gt)))
+
+
+def find_errors(
+    dataset_or_targets,
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    iou: float = 0.5,
+    score_threshold: float = 0.5,
+    iou_type: str = "segm",
+    mask_threshold: float = 0.5,
+) -> dict[int, dict[str, list]]:
+    """False positives and missed pedestrians per image, by greedy matching in score order.
+
+    A prediction scoring at least ``score_threshold`` is a true positive if its IoU with a not yet
+    matched ground-truth instance is at least ``iou`` (highest-IoU match, as COCO matching does),
+    else a false positive; an unmatched ground-truth instance is a false negative.
+
+    Args:
+        dataset_or_targets: a PennFudanDataset/Subset, or image_id -> target.
+        predictions: image_id -> prediction dict.
+        iou: IoU needed for a match.
+        score_threshold: predictions below it are ignored (the operating point being inspected).
+        iou_type: ``"segm"`` (mask IoU) or ``"bbox"``.
+        mask_threshold: mask probability threshold.
+
+    Returns:
+        image_id -> {"tp": [(pred_idx, gt_idx, iou)], "fp": [(pred_idx, best_iou)], "fn": [gt_idx]},
+        indices into the prediction's and target's instance lists.
+    """
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "masks": torch.zeros(0, 1, 1, 1)}
+    errors = {}
+    for image_id, target in _targets_of(dataset_or_targets).items():
+        pred = predictions.get(image_id, empty)
+        scores = torch.as_tensor(pred["scores"]).float()
+        keep = torch.nonzero(scores >= score_threshold).flatten()
+        keep = keep[torch.argsort(scores[keep], descending=True, stable=True)].tolist()
+        kept = {"boxes": torch.as_tensor(pred["boxes"])[keep]}
+        if iou_type == "segm":
+            kept["masks"] = torch.as_tensor(pred["masks"])[keep]
+        num_gt = len(torch.as_tensor(target["boxes"]))
+        ious = _ious(target, kept, iou_type, mask_threshold) if keep and num_gt else np.zeros((len(keep), num_gt))
+        matched: set[int] = set()
+        tp, fp = [], []
+        for row, pred_idx in enumerate(keep):
+            candidates = [(ious[row, g], g) for g in range(num_gt) if g not in matched and ious[row, g] >= iou]
+            if candidates:
+                best_iou, g = max(candidates)
+                matched.add(g)
+                tp.append((pred_idx, g, float(best_iou)))
+            else:
+                fp.append((pred_idx, float(ious[row].max()) if num_gt else 0.0))
+        fn = [g for g in range(num_gt) if g not in matched]
+        errors[image_id] = {"tp": tp, "fp": fp, "fn": fn}
+    return errors
