@@ -173,12 +173,24 @@ def _check_predictions(gt: COCO, predictions: Mapping[int, Mapping[str, torch.Te
 
 
 def _image_ap(evaluator: COCOeval, image_id: int) -> float:
-    """AP@[.5:.95] (area all, maxDets 100) of one image, from the already evaluated ``evalImgs``."""
-    params = copy.deepcopy(evaluator.params)
+    """AP@[.5:.95] (area all, maxDets 100) of one image, from the already evaluated ``evalImgs``.
+
+    ``COCOeval.accumulate(p)`` locates images by their position in ``p.imgIds``, not by id, so the
+    image's own ``evalImgs`` entries are sliced out and accumulated as a one-image evaluation.
+    """
+    evaluated = evaluator._paramsEval
+    num_cats = len(evaluated.catIds) if evaluated.useCats else 1
+    num_areas, num_images = len(evaluated.areaRng), len(evaluated.imgIds)
+    pos = list(evaluated.imgIds).index(image_id)
+    one = copy.copy(evaluator)
+    one.evalImgs = [evaluator.evalImgs[k * num_areas * num_images + a * num_images + pos]
+                    for k in range(num_cats) for a in range(num_areas)]
+    params = copy.deepcopy(evaluated)
     params.imgIds = [image_id]
+    one.params = one._paramsEval = params
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluator.accumulate(params)
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        one.accumulate()
+    precision = one.eval["precision"][:, :, :, 0, -1]
     valid = precision[precision > -1]
     return float(valid.mean()) if valid.size else math.nan
 
@@ -242,10 +254,8 @@ def coco_evaluate(
         with contextlib.redirect_stdout(text):
             evaluator.evaluate()
             evaluator.accumulate()
-        overall = evaluator.eval
         for image_id in per_image:
             per_image[image_id][iou_type] = _image_ap(evaluator, image_id)
-        evaluator.eval = overall
         text = io.StringIO()
         with contextlib.redirect_stdout(text):
             evaluator.summarize()

@@ -1,0 +1,231 @@
+"""coco_evaluate equals straight pycocotools on the same ground truth and detections (to 1e-9)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch.utils.data import Subset
+
+from pedseg_lib.data import PennFudanDataset
+from pedseg_lib.errors import PedsegError
+from pedseg_lib.evaluation import build_coco_gt, coco_evaluate, find_errors
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic_root):
+    return PennFudanDataset(synthetic_root)
+
+
+def _rle(mask: np.ndarray) -> dict:
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def _reference_gt(dataset, indices) -> dict:
+    """Ground truth written out independently of the library: one dict per image and per instance."""
+    images, anns = [], []
+    for idx in indices:
+        t = dataset.target(idx)
+        masks = t["masks"].numpy()
+        images.append({"id": int(t["image_id"]), "height": masks.shape[1], "width": masks.shape[2]})
+        for m, (x1, y1, x2, y2) in zip(masks, t["boxes"].tolist(), strict=True):
+            anns.append({"id": len(anns) + 1, "image_id": int(t["image_id"]), "category_id": 1,
+                         "segmentation": _rle(m), "area": float(m.sum()),
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+
+
+def _reference_stats(gt_dict: dict, predictions: dict) -> dict[str, list[float]]:
+    out = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        for iou_type in ("bbox", "segm"):
+            results = []
+            for image_id, p in predictions.items():
+                for k in range(len(p["scores"])):
+                    x1, y1, x2, y2 = p["boxes"][k].tolist()
+                    row = {"image_id": image_id, "category_id": int(p["labels"][k]), "score": float(p["scores"][k])}
+                    if iou_type == "bbox":
+                        row["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+                    else:
+                        row["segmentation"] = _rle((p["masks"][k, 0] > 0.5).numpy())
+                    results.append(row)
+            if results:
+                dt = gt.loadRes(results)
+            else:  # the documented definition: an empty detection set over the same images
+                dt = COCO()
+                dt.dataset = {"images": gt_dict["images"], "annotations": [], "categories": gt_dict["categories"]}
+                dt.createIndex()
+            ev = COCOeval(gt, dt, iouType=iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            out[iou_type] = list(ev.stats)
+    return out
+
+
+def _jittered(dataset, indices, seed: int, false_positives: int = 2, drop: float = 0.2) -> dict:
+    """Realistic detections: jittered ground truth, some dropped, plus random false positives and scores."""
+    g = torch.Generator().manual_seed(seed)
+    preds = {}
+    for idx in indices:
+        t = dataset.target(idx)
+        H, W = t["masks"].shape[-2:]
+        boxes, masks = [], []
+        for box, mask in zip(t["boxes"].as_subclass(torch.Tensor), t["masks"].as_subclass(torch.Tensor), strict=True):
+            if torch.rand(1, generator=g) < drop:
+                continue
+            dx, dy = (torch.randint(-6, 7, (2,), generator=g)).tolist()
+            boxes.append(box + torch.tensor([dx, dy, dx, dy]) + torch.randn(4, generator=g) * 3)
+            soft = torch.roll(mask.float(), shifts=(dy, dx), dims=(0, 1)) * 0.9 + 0.05 * torch.rand(H, W, generator=g)
+            masks.append(soft)
+        for _ in range(false_positives):
+            x1, y1 = torch.randint(0, W // 2, (1,), generator=g).item(), torch.randint(0, H // 2, (1,), generator=g).item()
+            x2, y2 = x1 + W // 4, y1 + H // 3
+            boxes.append(torch.tensor([x1, y1, x2, y2], dtype=torch.float32))
+            m = torch.zeros(H, W)
+            m[y1:y2, x1:x2] = 0.8
+            masks.append(m)
+        n = len(boxes)
+        preds[int(t["image_id"])] = {
+            "boxes": torch.stack(boxes).float() if n else torch.zeros(0, 4),
+            "scores": torch.rand(n, generator=g),
+            "labels": torch.ones(n, dtype=torch.int64),
+            "masks": torch.stack(masks)[:, None] if n else torch.zeros(0, 1, H, W),
+        }
+    return preds
+
+
+def _assert_equal_stats(result, reference):
+    for iou_type in ("bbox", "segm"):
+        np.testing.assert_allclose(result.stats[iou_type], reference[iou_type], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_randomised_detections_match_pycocotools(dataset, seed):
+    indices = list(range(len(dataset)))
+    preds = _jittered(dataset, indices, seed)
+    result = coco_evaluate(dataset, preds)
+    _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), preds))
+    assert 0 < result.stats["segm"][0] < 1  # the detections are imperfect, so the test is not trivial
+
+
+def test_subset_and_images_without_detections(dataset):
+    indices = [1, 3, 4, 7, 8, 10]
+    preds = _jittered(dataset, indices, seed=5)
+    for image_id in (3, 8):
+        del preds[image_id]  # a missing image means no detections
+    preds[7] = {k: v[:0] for k, v in preds[7].items()}  # an explicitly empty prediction
+    subset = Subset(dataset, indices)
+    result = coco_evaluate(subset, preds)
+    _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), preds))
+    assert set(result.per_image) == set(indices)
+    assert result.per_image[3]["segm"] == 0.0
+
+
+def test_no_detections_at_all(dataset):
+    indices = list(range(len(dataset)))
+    result = coco_evaluate(dataset, {})
+    _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), {}))
+    assert result.stats["bbox"][0] == 0.0
+    assert all(v["bbox"] == 0.0 for v in result.per_image.values())
+
+
+def test_negative_image_without_ground_truth(dataset):
+    class WithNegative(torch.utils.data.Dataset):
+        """The synthetic dataset with its first image's instances removed (a negative image)."""
+
+        def __init__(self, base):
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def target(self, idx):
+            t = self.base.target(idx)
+            if idx == 0:
+                t = {**t, "boxes": t["boxes"][:0], "masks": t["masks"][:0], "area": t["area"][:0],
+                     "labels": t["labels"][:0], "iscrowd": t["iscrowd"][:0]}
+            return t
+
+    negative = WithNegative(dataset)
+    indices = list(range(len(dataset)))
+    preds = _jittered(dataset, indices, seed=3)  # image 0 keeps its (now false) detections
+    result = coco_evaluate(negative, preds)
+    _assert_equal_stats(result, _reference_stats(_reference_gt(negative, indices), preds))
+    assert math.isnan(result.per_image[0]["segm"])
+
+
+def test_per_image_ap_equals_single_image_evaluation(dataset):
+    indices = list(range(len(dataset)))
+    preds = _jittered(dataset, indices, seed=4)
+    result = coco_evaluate(dataset, preds)
+    gt_dict = _reference_gt(dataset, indices)
+    for image_id in (0, 5):
+        one = {**gt_dict, "images": [i for i in gt_dict["images"] if i["id"] == image_id],
+               "annotations": [a for a in gt_dict["annotations"] if a["image_id"] == image_id]}
+        reference = _reference_stats(one, {image_id: preds[image_id]})
+        for iou_type in ("bbox", "segm"):
+            assert result.per_image[image_id][iou_type] == pytest.approx(reference[iou_type][0], abs=1e-9)
+
+
+def test_table_is_the_standard_summary(dataset):
+    result = coco_evaluate(dataset, _jittered(dataset, range(len(dataset)), seed=0), iou_types=("segm",))
+    lines = result.table("segm").splitlines()
+    assert len(lines) == 12
+    assert lines[0].startswith(" Average Precision  (AP) @[ IoU=0.50:0.95")
+    assert result.to_dict()["stats"]["segm"]["AP"] == result.stats["segm"][0]
+
+
+def test_ground_truth_is_cached_and_correct(dataset):
+    gt = build_coco_gt(Subset(dataset, [2, 5]))
+    assert gt is build_coco_gt(Subset(dataset, [2, 5]))
+    assert gt is not build_coco_gt(Subset(dataset, [5, 2, 6]))
+    assert sorted(gt.getImgIds()) == [2, 5]
+    ids = sorted(gt.anns)
+    assert ids[0] == 1 and ids == list(range(1, len(ids) + 1))
+    for ann in gt.anns.values():
+        assert ann["category_id"] == 1 and ann["iscrowd"] == 0
+        assert ann["area"] == float(mask_utils.area(ann["segmentation"]))
+
+
+def test_prediction_for_unknown_image_is_a_clear_error(dataset):
+    preds = _jittered(dataset, [0], seed=0)
+    with pytest.raises(PedsegError, match="image_id 0"):
+        coco_evaluate(Subset(dataset, [1, 2]), preds)
+
+
+def test_find_errors_counts_fp_and_fn(dataset):
+    t = dataset.target(4)
+    n = len(t["boxes"])
+    assert n >= 1
+    masks = t["masks"].as_subclass(torch.Tensor)[:, None].float()
+    fp_mask = torch.zeros_like(masks[:1])
+    fp_mask[..., :10, :10] = 1
+    pred = {"boxes": torch.cat([t["boxes"][1:], torch.tensor([[0.0, 0, 9, 9]])]),
+            "scores": torch.cat([torch.full((n - 1,), 0.9), torch.tensor([0.8])]),
+            "labels": torch.ones(n, dtype=torch.int64),
+            "masks": torch.cat([masks[1:], fp_mask])}
+    errors = find_errors({4: t}, {4: pred})[4]
+    assert errors["fn"] == [0]
+    assert [fp[0] for fp in errors["fp"]] == [n - 1]
+    assert len(errors["tp"]) == n - 1
+    assert find_errors({4: t}, {4: pred}, score_threshold=0.85)[4]["fp"] == []
+
+
+@pytest.mark.slow
+def test_real_data_matches_pycocotools(real_root):
+    dataset = PennFudanDataset(real_root)
+    indices = list(range(0, len(dataset), 17))
+    preds = _jittered(dataset, indices, seed=0)
+    result = coco_evaluate(Subset(dataset, indices), preds)
+    _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), preds))
