@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -256,10 +257,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def write_png_bytes(image: torch.Tensor) -> bytes:
-    """PNG bytes of a [3,H,W] uint8 image."""
-    from torchvision.io import encode_png
+    """PNG bytes of a [3,H,W] uint8 image (PIL, since torchvision's image IO is deprecated)."""
+    from PIL import Image
 
-    return bytes(encode_png(image.contiguous()).numpy())
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def add_cli_commands(subparsers: Any) -> None:

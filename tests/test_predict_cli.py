@@ -1,0 +1,122 @@
+"""`pedseg evaluate` and `pedseg predict`: outputs, and one clear error line for each bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from pedseg_lib.cli import main
+from pedseg_lib.data import PennFudanDataset
+from pedseg_lib.model import build_model, save_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, synthetic_root):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model(weights=None, min_size=128, max_size=160),
+                    config={"data_root": str(synthetic_root), "test_size": 3, "split_seed": 0})
+    return path
+
+
+@pytest.fixture()
+def images(tmp_path, synthetic_root):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    dataset = PennFudanDataset(synthetic_root)
+    for i in range(2):
+        (folder / dataset.images[i]).write_bytes(dataset.image_path(i).read_bytes())
+    return folder
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pedseg: error: ")
+    return err[0]
+
+
+def test_predict_writes_overlays_and_coco_json(checkpoint, images, tmp_path, capsys):
+    (images / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint), str(images), "--out", str(out), "--score-threshold", "0.0"]) == 0
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "warning" in err  # skipped, named, the rest processed
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 2 and "broken.png" not in pngs
+    results = json.loads((out / "predictions.json").read_text())
+    for row in results:
+        assert isinstance(row["segmentation"]["counts"], str) and row["file_name"].endswith(".png")
+        assert len(row["bbox"]) == 4 and row["category_id"] == 1
+
+
+def test_evaluate_prints_tables_and_writes_json(checkpoint, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", str(checkpoint), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "== bbox" in text and "== segm" in text and text.count("Average Precision") == 12
+    metrics = json.loads(out.read_text())
+    assert metrics["num_images"] == 3 and set(metrics["stats"]) == {"bbox", "segm"}
+
+
+def test_missing_checkpoint(images, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.pt"), str(images), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.pt" in _error(capsys)
+
+
+def test_corrupt_checkpoint(images, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["predict", str(bad), str(images), "--out", str(tmp_path / "o")]) == 2
+    assert "bad.pt" in _error(capsys)
+
+
+def test_run_folder_without_checkpoint(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "best.pt" in _error(capsys)
+
+
+def test_empty_folder(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(checkpoint), str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no images" in _error(capsys)
+
+
+def test_only_unreadable_images(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"xx")
+    assert main(["predict", str(checkpoint), str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "could be read" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_unwritable_output(checkpoint, images, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["predict", str(checkpoint), str(images), "--out", str(locked)]) == 2
+        assert "locked" in _error(capsys)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_path_is_a_file(checkpoint, images, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", str(checkpoint), str(images), "--out", str(blocker / "sub")]) == 2
+    assert "cannot write" in _error(capsys)
+
+
+def test_grayscale_and_rgba_images_are_read(checkpoint, tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    Image.new("L", (90, 70), 128).save(folder / "gray.png")
+    Image.new("RGBA", (90, 70)).save(folder / "rgba.png")
+    assert main(["predict", str(checkpoint), str(folder), "--out", str(tmp_path / "o")]) == 0
