@@ -191,3 +191,101 @@ def compare_runs(histories: Mapping[str, Mapping], metric: str = "segm_AP") -> p
 
 
 # --- evaluation figures (precision-recall, ground truth beside prediction, galleries) --------
+
+def show_prediction(
+    image: torch.Tensor,
+    target: Mapping[str, torch.Tensor],
+    prediction: Mapping[str, torch.Tensor],
+    score_threshold: float = 0.5,
+    title: str | None = None,
+    size: float = 4.5,
+) -> plt.Figure:
+    """Ground truth (left) beside a prediction (right) on the same image.
+
+    Args:
+        image: [3,H,W] uint8 or float image.
+        target: its ground truth (``boxes``, ``masks``).
+        prediction: a prediction dict for it.
+        score_threshold: predictions below it are not drawn.
+        title: figure title.
+        size: inches per panel.
+    """
+    kept = int((torch.as_tensor(prediction["scores"]) >= score_threshold).sum())
+    fig = show_grid(
+        [draw_instances(image, target), draw_instances(image, prediction, score_threshold=score_threshold)],
+        [f"ground truth ({len(target['boxes'])})", f"prediction, score >= {score_threshold} ({kept})"],
+        ncols=2, size=size,
+    )
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def plot_pr_curves(evaluation, iou_type: str = "segm", ax: plt.Axes | None = None) -> plt.Figure:
+    """Precision-recall curves at IoU 0.5, 0.75 and averaged over 0.5:0.95 (area all, maxDets 100).
+
+    Args:
+        evaluation: a :class:`pedseg_lib.evaluation.CocoEvaluation`.
+        iou_type: ``"bbox"`` or ``"segm"``.
+        ax: draw into this axes instead of a new figure.
+    """
+    evaluator = evaluation.evaluators[iou_type]
+    precision = evaluator.eval["precision"][:, :, 0, 0, -1]  # [IoU, recall] for category 1, area all, 100 dets
+    recall = evaluator.params.recThrs
+    at = {round(float(t), 2): i for i, t in enumerate(evaluator.params.iouThrs)}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    stats = evaluation.stats[iou_type]
+    curves = [(f"IoU 0.50 (AP50 {stats[1]:.3f})", precision[at[0.5]]),
+              (f"IoU 0.75 (AP75 {stats[2]:.3f})", precision[at[0.75]]),
+              (f"mean over IoU 0.50:0.95 (AP {stats[0]:.3f})", precision.clip(min=0).mean(0))]
+    for label, values in curves:
+        ax.plot(recall, values.clip(min=0), label=label)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"Precision-recall ({iou_type})")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_errors(
+    images: Mapping[int, torch.Tensor],
+    targets: Mapping[int, Mapping[str, torch.Tensor]],
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    errors: Mapping[int, Mapping[str, list]],
+    max_images: int = 6,
+    ncols: int = 3,
+) -> plt.Figure:
+    """Gallery of mistakes: false positives (red) and missed pedestrians (blue) per image.
+
+    Args:
+        images: image_id -> image.
+        targets: image_id -> ground truth.
+        predictions: image_id -> prediction.
+        errors: :func:`pedseg_lib.evaluation.find_errors` output.
+        max_images: show at most this many images, those with the most errors first.
+        ncols: images per row.
+    """
+    ranked = sorted((i for i in errors if i in images and (errors[i]["fp"] or errors[i]["fn"])),
+                    key=lambda i: -(len(errors[i]["fp"]) + len(errors[i]["fn"])))[:max_images]
+    drawings, titles = [], []
+    for image_id in ranked:
+        fp = [p for p, _ in errors[image_id]["fp"]]
+        fn = errors[image_id]["fn"]
+        canvas = to_uint8_image(images[image_id])
+        for instances, idx, colour in ((predictions[image_id], fp, "#D55E00"), (targets[image_id], fn, "#0072B2")):
+            if not idx:
+                continue
+            masks = torch.as_tensor(instances["masks"])[idx]
+            masks = (masks[:, 0] > 0.5) if masks.ndim == 4 else masks.bool()
+            canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[colour] * len(idx))
+            canvas = draw_bounding_boxes(canvas, torch.as_tensor(instances["boxes"])[idx].float(),
+                                         colors=[colour] * len(idx), width=3)
+        drawings.append(canvas)
+        titles.append(f"image {image_id}: {len(fp)} false pos. (red), {len(fn)} missed (blue)")
+    if not drawings:
+        fig, ax = plt.subplots(figsize=(5, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no false positives or missed pedestrians", ha="center", va="center")
+        return fig
+    return show_grid(drawings, titles, ncols=ncols)
