@@ -37,8 +37,10 @@ from pedseg_lib.errors import CheckpointError, ConfigError, WeightsUnavailableEr
 
 VARIANTS = ("v1", "v2")
 WEIGHTS = ("coco", "imagenet", None)
+#: Classes of torchvision's COCO detectors (background + 90 category ids).
 COCO_CLASSES = 91  # torchvision's COCO detectors: background + 90 category ids
-COCO_PERSON = 1  # the COCO label of "person"
+#: The COCO label of "person".
+COCO_PERSON = 1
 CHECKPOINT_FORMAT = "pedseg-checkpoint"
 CHECKPOINT_VERSION = 1
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation: a firewall that drops packets fails instead of hanging
@@ -169,7 +171,7 @@ def build_model(num_classes: int = 2, variant: str = "v1", weights: str | None =
 
 def build_coco_model(variant: str = "v1", weights: str | None = "coco", min_size: int = 800,
                      max_size: int = 1333) -> MaskRCNN:
-    """torchvision's 91-class COCO detector with its own predictors (label :data:`COCO_PERSON` = person).
+    """torchvision's 91-class COCO detector with its own predictors (label ``COCO_PERSON`` = person).
 
     Args:
         variant: ``"v1"`` or ``"v2"``.
