@@ -169,6 +169,24 @@ def build_model(num_classes: int = 2, variant: str = "v1", weights: str | None =
     return model
 
 
+def build_untrained(num_classes: int = 2, variant: str = "v1", weights: str | None = "coco",
+                    trainable_backbone_layers: int = 3, min_size: int = 800, max_size: int = 1333,
+                    mask_hidden: int = 256) -> MaskRCNN:
+    """The exact architecture :func:`build_model` returns for these arguments, with random values, offline.
+
+    Frozen layers and (v1) FrozenBatchNorm2d are those of the pretrained build, but nothing is downloaded:
+    use it to inspect what ``weights`` and ``trainable_backbone_layers`` change, or to load a state dict.
+    Arguments are those of :func:`build_model`.
+    """
+    _check_args(num_classes, variant, weights, trainable_backbone_layers)
+    model = _torchvision_model(variant, weights, trainable_backbone_layers, min_size, max_size, load_weights=False)
+    _replace_predictors(model, num_classes, mask_hidden)
+    model.pedseg_args = dict(num_classes=num_classes, variant=variant, weights=weights,
+                             trainable_backbone_layers=trainable_backbone_layers, min_size=min_size,
+                             max_size=max_size, mask_hidden=mask_hidden)
+    return model
+
+
 def build_coco_model(variant: str = "v1", weights: str | None = "coco", min_size: int = 800,
                      max_size: int = 1333) -> MaskRCNN:
     """torchvision's 91-class COCO detector with its own predictors (label ``COCO_PERSON`` = person).
