@@ -106,7 +106,7 @@ for i, r in enumerate(desc.rows):
     ax.text(r.parameters, i, f" {r.source}", va="center", fontsize=8)
 ax.set(xscale="symlog", xlabel="parameters (log scale)", title="build_model(weights='coco'): parameters per part")
 ax.invert_yaxis()
-ax.legend(loc="lower right")
+ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
 plt.show()
 

@@ -263,6 +263,10 @@ def test_pretrained_checkpoint_round_trip_keeps_frozen_batch_norm(fake_hub, tmp_
     path = tmp_path / "coco.pt"
     M.save_checkpoint(path, model)
     count = len(fake_hub)
+    skeleton = M.build_untrained(weights="coco", **SMALL)  # the same architecture, offline
+    assert {n: p.requires_grad for n, p in skeleton.named_parameters()} == \
+           {n: p.requires_grad for n, p in model.named_parameters()}
+    assert skeleton.pedseg_args == model.pedseg_args
     loaded = fast(M.load_model(path))
     assert len(fake_hub) == count  # loading downloads nothing
     assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
