@@ -160,13 +160,8 @@ def build_model(num_classes: int = 2, variant: str = "v1", weights: str | None =
         ConfigError: for an unknown variant or weights name, or out-of-range numbers.
         WeightsUnavailableError: pretrained weights are needed and cannot be downloaded.
     """
-    _check_args(num_classes, variant, weights, trainable_backbone_layers)
-    model = _torchvision_model(variant, weights, trainable_backbone_layers, min_size, max_size, load_weights=True)
-    _replace_predictors(model, num_classes, mask_hidden)
-    model.pedseg_args = dict(num_classes=num_classes, variant=variant, weights=weights,
-                             trainable_backbone_layers=trainable_backbone_layers, min_size=min_size,
-                             max_size=max_size, mask_hidden=mask_hidden)
-    return model
+    return _build(num_classes, variant, weights, trainable_backbone_layers, min_size, max_size, mask_hidden,
+                  load_weights=True)
 
 
 def build_untrained(num_classes: int = 2, variant: str = "v1", weights: str | None = "coco",
@@ -178,8 +173,15 @@ def build_untrained(num_classes: int = 2, variant: str = "v1", weights: str | No
     use it to inspect what ``weights`` and ``trainable_backbone_layers`` change, or to load a state dict.
     Arguments are those of :func:`build_model`.
     """
+    return _build(num_classes, variant, weights, trainable_backbone_layers, min_size, max_size, mask_hidden,
+                  load_weights=False)
+
+
+def _build(num_classes: int, variant: str, weights: str | None, trainable_backbone_layers: int, min_size: int,
+           max_size: int, mask_hidden: int, load_weights: bool) -> MaskRCNN:
+    """Shared by :func:`build_model` and :func:`build_untrained`: they differ only in loading the weights."""
     _check_args(num_classes, variant, weights, trainable_backbone_layers)
-    model = _torchvision_model(variant, weights, trainable_backbone_layers, min_size, max_size, load_weights=False)
+    model = _torchvision_model(variant, weights, trainable_backbone_layers, min_size, max_size, load_weights=load_weights)
     _replace_predictors(model, num_classes, mask_hidden)
     model.pedseg_args = dict(num_classes=num_classes, variant=variant, weights=weights,
                              trainable_backbone_layers=trainable_backbone_layers, min_size=min_size,
