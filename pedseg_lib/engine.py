@@ -274,11 +274,7 @@ def _run_dir(cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def _data(cfg: TrainConfig):
-    """Seeded train/validation split (optionally truncated) of the dataset at ``cfg.data_root``."""
-    from torch.utils.data import Subset
-
-    from pedseg_lib import data
+def _dataset_root(cfg: TrainConfig) -> Path:
     from pedseg_lib.profiles import data_dir, find_dataset
 
     root = Path(cfg.data_root) if cfg.data_root else data_dir()
@@ -286,16 +282,93 @@ def _data(cfg: TrainConfig):
     if found is None:
         raise PedsegError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "
                           "or set data_root=...")
-    size = len(data.PennFudanDataset(found))
+    return found
+
+
+def _split(cfg: TrainConfig, root: Path) -> tuple[list[int], list[int]]:
+    from pedseg_lib import data
+
+    size = len(data.PennFudanDataset(root))
     if not 0 < cfg.test_size < size:
-        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the size of {found}: "
+        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the size of {root}: "
                           "set test_size=...")
-    train_idx, val_idx = data.split_indices(size, cfg.test_size, cfg.split_seed)
+    return data.split_indices(size, cfg.test_size, cfg.split_seed)
+
+
+def _data(cfg: TrainConfig):
+    """Seeded train/validation split (optionally truncated) of the dataset at ``cfg.data_root``."""
+    from torch.utils.data import Subset
+
+    from pedseg_lib import data
+
+    found = _dataset_root(cfg)
+    train_idx, val_idx = _split(cfg, found)
     train_idx, val_idx = train_idx[: cfg.max_train_images], val_idx[: cfg.max_val_images]
     train_tf = data.build_transforms(True, hflip=cfg.hflip, photometric=cfg.photometric)
     train = Subset(data.PennFudanDataset(found, transforms=train_tf), train_idx)
     val = Subset(data.PennFudanDataset(found, transforms=data.build_transforms(False)), val_idx)
     return train, val
+
+
+def test_split(cfg: TrainConfig):
+    """The whole held-out split of ``cfg`` (``test_size`` images, never trained on), without augmentation.
+
+    Args:
+        cfg: the run's config (``data_root``, ``test_size``, ``split_seed``).
+
+    Returns:
+        A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`; its ``image_id`` values are the
+        indices into the full dataset.
+    """
+    from torch.utils.data import Subset
+
+    from pedseg_lib import data
+
+    found = _dataset_root(cfg)
+    _, test_idx = _split(cfg, found)
+    return Subset(data.PennFudanDataset(found, transforms=data.build_transforms(False)), test_idx)
+
+
+test_split.__test__ = False  # a library function, not a pytest test
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`load_or_train` returns: the best model of a run, and whether it was trained just now."""
+
+    model: nn.Module = field(repr=False)
+    checkpoint: Path
+    epoch: int | None
+    trained_now: bool
+    reason: str
+
+
+def load_or_train(cfg: TrainConfig, progress: bool = True) -> TrainedModel:
+    """The ``best.pt`` model of ``cfg``'s run folder, training the run first if it has none.
+
+    A ``best.pt`` saved with a different config (another preset, data folder or split) is not reused:
+    the run is trained again so that the model matches ``cfg``.
+
+    Args:
+        cfg: the run's config; its ``output_dir`` (default ``runs/<preset>``) is where ``best.pt`` is looked for.
+        progress: show progress bars when training.
+
+    Returns:
+        A :class:`TrainedModel` with the model in eval mode on the CPU.
+    """
+    from pedseg_lib import model as M
+
+    best_path = _run_dir(cfg) / "best.pt"
+    reason = f"no {best_path} yet: training the {cfg.preset!r} preset now"
+    if best_path.is_file():
+        saved = M.load_checkpoint(best_path)
+        if saved.get("config") == cfg.to_dict():
+            return TrainedModel(M.load_model(best_path), best_path, saved.get("extra", {}).get("epoch"), False,
+                                f"loaded {best_path} (same config as this profile's preset)")
+        changed = sorted(k for k, v in cfg.to_dict().items() if (saved.get("config") or {}).get(k) != v)
+        reason = f"{best_path} was trained with another config ({', '.join(changed)} differ): training again"
+    result = fit(cfg, progress=progress)
+    return TrainedModel(M.load_model(best_path), best_path, result.best_epoch, True, reason)
 
 
 def _multiscale(model: nn.Module, cfg: TrainConfig) -> None:

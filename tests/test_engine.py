@@ -188,3 +188,33 @@ def test_missing_data_and_unwritable_folder_are_clear(tmp_path, synthetic_root):
 def test_resume_without_checkpoint(tmp_path, synthetic_root):
     with pytest.raises(PedsegError, match=r"cannot resume: .*last.pt does not exist"):
         engine.fit(tiny_config(synthetic_root, tmp_path / "run"), resume=True, progress=False)
+
+
+def test_load_or_train_trains_once_then_loads_and_retrains_on_a_new_config(synthetic_root, tmp_path, monkeypatch):
+    cfg = tiny_config(synthetic_root, tmp_path / "run", "epochs=1")
+    first = engine.load_or_train(cfg, progress=False)
+    assert first.trained_now and first.checkpoint == tmp_path / "run" / "best.pt" and first.epoch == 1
+
+    real_fit = engine.fit
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("load_or_train trained although best.pt matches the config")
+
+    monkeypatch.setattr(engine, "fit", no_training)
+    again = engine.load_or_train(cfg, progress=False)
+    assert not again.trained_now and not again.model.training
+    for (name, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+    monkeypatch.setattr(engine, "fit", real_fit)
+    other = engine.load_or_train(apply_overrides(cfg, ["seed=1"]), progress=False)
+    assert other.trained_now and "seed" in other.reason
+
+
+def test_test_split_is_the_whole_held_out_split(synthetic_root, tmp_path):
+    cfg = tiny_config(synthetic_root, tmp_path / "run", "test_size=3")
+    test = engine.test_split(cfg)
+    train_idx, test_idx = data.split_indices(12, 3, cfg.split_seed)
+    assert list(test.indices) == test_idx and not set(test_idx) & set(train_idx)
+    image, target = test[0]
+    assert int(target["image_id"]) == test_idx[0] and image.shape[0] == 3

@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 from pedseg_lib.data import PennFudanDataset
 from pedseg_lib.errors import PedsegError
-from pedseg_lib.evaluation import build_coco_gt, coco_evaluate, find_errors
+from pedseg_lib.evaluation import build_coco_gt, coco_evaluate, error_summary, find_errors
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +220,20 @@ def test_find_errors_counts_fp_and_fn(dataset):
     assert [fp[0] for fp in errors["fp"]] == [n - 1]
     assert len(errors["tp"]) == n - 1
     assert find_errors({4: t}, {4: pred}, score_threshold=0.85)[4]["fp"] == []
+
+
+def test_error_summary_sorts_each_mistake_into_its_kind():
+    gt = {"boxes": torch.tensor([[0.0, 0, 100, 200], [50, 0, 150, 200], [300, 0, 400, 200]])}
+    pred = {"boxes": torch.tensor([[0.0, 0, 100, 200],    # matches the first pedestrian
+                                   [2, 0, 102, 200],      # the first pedestrian again: a duplicate
+                                   [350, 0, 450, 200],    # half on the third: IoU 1/3, poorly localised
+                                   [600, 0, 650, 100],    # nothing there: background
+                                   [700, 0, 750, 300]]),  # nothing there: background
+            "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55])}
+    errors = find_errors({7: gt}, {7: pred}, iou_type="bbox")
+    assert error_summary({7: gt}, {7: pred}, errors) == {
+        "true_positives": 1, "false_positives": 4, "duplicate": 1, "poorly_localised": 1, "background": 2, "missed": 2, "missed_occluded": 1, "missed_other": 1,
+    }
 
 
 @pytest.mark.slow

@@ -83,8 +83,7 @@ def test_toc_lists_every_chapter_and_every_page_exists():
     missing_from_toc = sorted(set(on_disk) - set(CHAPTERS))
     assert not missing_from_toc, f"chapters in book/ but not in _toc.yml: {missing_from_toc}"
     assert CHAPTERS == sorted(CHAPTERS), f"_toc.yml chapters are out of order: {CHAPTERS}"
-    # Chapter 5 (results, issue 5) is not written yet; the first four must be there.
-    assert CHAPTERS[:4] == ["01_data", "02_mask_rcnn", "03_transfer_learning", "04_training"], CHAPTERS
+    assert CHAPTERS == ["01_data", "02_mask_rcnn", "03_transfer_learning", "04_training", "05_results"], CHAPTERS
     for page in _toc_files():
         if not CHAPTER_RE.match(page):
             assert (ROOT / f"{page}.md").is_file(), f"_toc.yml lists {page} but {page}.md does not exist"
