@@ -64,8 +64,6 @@ print(profile.banner())
 # than as a strange loss curve three chapters later.
 
 # %%
-from pathlib import Path
-
 from pedseg_lib.profiles import find_dataset
 
 root = find_dataset(profile.ensure_data())
@@ -96,7 +94,7 @@ print("mask values:", np.unique(raw).tolist(), "->", len(target["masks"]), "bina
 fig, axes = plt.subplots(1, 1 + len(target["masks"]), figsize=(3 * (1 + len(target["masks"])), 3))
 axes[0].imshow(raw, cmap="viridis")
 axes[0].set_title("raw mask PNG")
-for ax, m, value in zip(axes[1:], target["masks"], np.unique(raw)[1:]):
+for ax, m, value in zip(axes[1:], target["masks"], np.unique(raw)[1:], strict=True):
     ax.imshow(m, cmap="gray")
     ax.set_title(f"instance value {value}")
 for ax in axes:
@@ -163,7 +161,7 @@ else:
 # %%
 import torch
 
-box_area = torch.tensor([(w * h) for w, h in zip(stats["box_widths"], stats["box_heights"])])
+box_area = torch.tensor([(w * h) for w, h in zip(stats["box_widths"], stats["box_heights"], strict=True)])
 mask_area = torch.tensor(stats["areas"])
 print(f"median mask area / box area: {float((mask_area / box_area).median()):.2f}")
 

@@ -91,7 +91,7 @@ def show_grid(
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (ax, image) in enumerate(zip(axes.flat, images)):
+    for i, (ax, image) in enumerate(zip(axes.flat, images, strict=False)):  # the grid may have spare cells
         ax.imshow(to_uint8_image(image).permute(1, 2, 0).numpy())
         if titles is not None:
             ax.set_title(titles[i], fontsize=10)
