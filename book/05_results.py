@@ -68,7 +68,7 @@ from pedseg_lib.config import config_for_profile
 
 cfg = config_for_profile(profile)
 trained = engine.load_or_train(cfg)
-model = trained.model
+model = trained.model.to(profile.device)  # checkpoints load on the CPU; evaluate on the GPU when there is one
 print(trained.reason)
 print(f"checkpoint: {trained.checkpoint} (epoch {trained.epoch} of {cfg.epochs}, preset {cfg.preset!r})")
 
@@ -317,6 +317,8 @@ if comparable:
     print(f"{f'this run ({cfg.preset}, {cfg.epochs} epoch(s))':<34}{box_ap:>8.3f}{mask_ap:>9.3f}")
     if cfg.min_size != 800:
         print(f"note: this run used {cfg.min_size} px inputs; the official recipe uses 800 px")
+    if cfg.variant != "v1":
+        print(f"note: this run used Mask R-CNN {cfg.variant}; the official recipe uses v1")
 else:
     why = "random weights" if not profile.pretrained or cfg.weights != "coco" else "synthetic images"
     official = ", ".join(f"{box:.3f} / {mask:.3f} after {n} epoch(s)" for n, (box, mask) in OFFICIAL_TUTORIAL_AP.items())

@@ -132,6 +132,19 @@ def predict_dataset(
 
 
 # --------------------------------------------------------------------------- CLI
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when visible, else CPU), ``cpu`` or ``cuda``.
+
+    Raises:
+        PedsegError: ``cuda`` asked for but no CUDA GPU is visible.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PedsegError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def _resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
     """(checkpoint, config.yaml or None) for a run folder or a checkpoint file."""
     if path.is_dir():
@@ -171,14 +184,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint_path, config_path = _resolve_checkpoint(Path(args.checkpoint))
     if args.out:
         _check_writable(Path(args.out).parent)
+    device = resolve_device(args.device)
     checkpoint = load_checkpoint(checkpoint_path)
-    model = load_model(checkpoint_path)
+    model = load_model(checkpoint_path, map_location=device)
     dataset = _evaluation_data(args, checkpoint, config_path)
     predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
                                   score_threshold=args.score_threshold, progress=not args.quiet)
     result = coco_evaluate(dataset, predictions)
     for iou_type in ("bbox", "segm"):
-        print(f"== {iou_type} ({len(dataset)} test images, {checkpoint_path}) ==")
+        print(f"== {iou_type} ({len(dataset)} test images, {checkpoint_path}, {device.type}) ==")
         print(result.table(iou_type))
     if args.out:
         from pedseg_lib._io import atomic_write_json
@@ -234,7 +248,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     files = _image_files(Path(args.images))
     out = Path(args.out)
     _check_writable(out)
-    model = load_model(args.checkpoint)
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, map_location=device)
     results, written = [], 0
     for image_id, path in enumerate(files):
         try:
@@ -276,6 +291,8 @@ def add_cli_commands(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per forward pass (default 2)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="drop detections below this (default 0.05)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs (default auto: a CUDA GPU when visible)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("predict", help="draw predicted pedestrians on images and write COCO results",
@@ -285,7 +302,10 @@ def add_cli_commands(subparsers: Any) -> None:
     p.add_argument("images", metavar="IMAGE_OR_FOLDER", help="an image file or a folder of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs (default auto: a CUDA GPU when visible)")
     p.set_defaults(func=_cmd_predict)
 
 
-__all__: Sequence[str] = ("load_image", "predict", "predict_dataset", "add_cli_commands", "prediction_to_coco_results")
+__all__: Sequence[str] = ("load_image", "predict", "predict_dataset", "add_cli_commands", "prediction_to_coco_results",
+                          "resolve_device")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,14 +97,24 @@ def test_only_unreadable_images(checkpoint, tmp_path, capsys):
     assert "could be read" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
-def test_unwritable_output(checkpoint, images, tmp_path, capsys):
+def test_unwritable_output(checkpoint, images, tmp_path, capsys, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
+    # chmod alone does not stop root, so writing into the folder is also made to fail as a read-only one does.
     locked.chmod(0o500)
+    real_write = Path.write_bytes
+
+    def read_only(path, data):
+        if locked in path.parents:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
     try:
         assert main(["predict", str(checkpoint), str(images), "--out", str(locked)]) == 2
-        assert "locked" in _error(capsys)
+        line = _error(capsys)
+        assert "locked" in line and "Permission denied" in line
+        assert not any(locked.iterdir()), "nothing may be written into an unwritable folder"
     finally:
         locked.chmod(0o700)
 
@@ -120,3 +132,10 @@ def test_grayscale_and_rgba_images_are_read(checkpoint, tmp_path):
     Image.new("L", (90, 70), 128).save(folder / "gray.png")
     Image.new("RGBA", (90, 70)).save(folder / "rgba.png")
     assert main(["predict", str(checkpoint), str(folder), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_cuda_without_a_gpu_is_one_clear_line(checkpoint, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["predict", str(checkpoint), str(images), "--out", str(tmp_path / "o"), "--device", "cuda"]) != 0
+    assert "--device cuda: no CUDA GPU is visible" in _error(capsys)
+    assert main(["predict", str(checkpoint), str(images), "--out", str(tmp_path / "o"), "--device", "auto"]) == 0
