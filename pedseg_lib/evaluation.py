@@ -176,21 +176,26 @@ def _image_ap(evaluator: COCOeval, image_id: int) -> float:
     """AP@[.5:.95] (area all, maxDets 100) of one image, from the already evaluated ``evalImgs``.
 
     ``COCOeval.accumulate(p)`` locates images by their position in ``p.imgIds``, not by id, so the
-    image's own ``evalImgs`` entries are sliced out and accumulated as a one-image evaluation.
+    image's own ``evalImgs`` entries are sliced out and accumulated as a one-image evaluation. Only the
+    area range "all" and the largest ``maxDets`` are accumulated: the other ranges would be discarded
+    (and took most of the time).
     """
     evaluated = evaluator._paramsEval
     num_cats = len(evaluated.catIds) if evaluated.useCats else 1
     num_areas, num_images = len(evaluated.areaRng), len(evaluated.imgIds)
     pos = list(evaluated.imgIds).index(image_id)
+    area_all = 0  # COCO's first area range is "all"
     one = copy.copy(evaluator)
-    one.evalImgs = [evaluator.evalImgs[k * num_areas * num_images + a * num_images + pos]
-                    for k in range(num_cats) for a in range(num_areas)]
-    params = copy.deepcopy(evaluated)
+    one.evalImgs = [evaluator.evalImgs[k * num_areas * num_images + area_all * num_images + pos]
+                    for k in range(num_cats)]
+    params = copy.copy(evaluated)
     params.imgIds = [image_id]
+    params.areaRng, params.areaRngLbl = [evaluated.areaRng[area_all]], [evaluated.areaRngLbl[area_all]]
+    params.maxDets = [max(evaluated.maxDets)]
     one.params = one._paramsEval = params
     with contextlib.redirect_stdout(io.StringIO()):
         one.accumulate()
-    precision = one.eval["precision"][:, :, :, 0, -1]
+    precision = one.eval["precision"][:, :, :, 0, 0]
     valid = precision[precision > -1]
     return float(valid.mean()) if valid.size else math.nan
 
