@@ -299,31 +299,17 @@ print(f"{len(results)} detections in predictions.json")
 # %% [markdown]
 # ## Against the official tutorial
 #
-# PyTorch's "TorchVision Object Detection Finetuning" tutorial publishes its test AP for the same recipe as the
-# `tutorial` preset. The comparison only holds when this run also fine-tuned COCO weights on the real Penn-Fudan
-# images; even then, the official test split is drawn without a seed (different test images every run), and
+# PyTorch's "TorchVision Object Detection Finetuning" tutorial published its test AP after one and after ten
+# epochs of the recipe that the `tutorial` preset follows. The comparison only holds when this run also
+# fine-tuned COCO weights on the real Penn-Fudan images ({py:func}`pedseg_lib.evaluation.official_comparison`
+# checks that and names any other difference); even then, the official test split is drawn without a seed (different test images every run), and
 # its evaluation stores box areas in the mask ground truth, which moves the size-range numbers (not the
 # headline AP). Expect agreement to a few points, not to the third decimal.
 
 # %%
-from pedseg_lib.evaluation import OFFICIAL_TUTORIAL_AP
+from pedseg_lib.evaluation import official_comparison
 
-box_ap, mask_ap = evaluation.stats["bbox"][0], evaluation.stats["segm"][0]
-comparable = profile.pretrained and not profile.synthetic and cfg.weights == "coco"
-if comparable:
-    print(f"{'':<34}{'box AP':>8}{'mask AP':>9}")
-    for epochs, (box, mask) in OFFICIAL_TUTORIAL_AP.items():
-        print(f"{f'official tutorial, {epochs} epoch(s)':<34}{box:>8.3f}{mask:>9.3f}")
-    print(f"{f'this run ({cfg.preset}, {cfg.epochs} epoch(s))':<34}{box_ap:>8.3f}{mask_ap:>9.3f}")
-    if cfg.min_size != 800:
-        print(f"note: this run used {cfg.min_size} px inputs; the official recipe uses 800 px")
-    if cfg.variant != "v1":
-        print(f"note: this run used Mask R-CNN {cfg.variant}; the official recipe uses v1")
-else:
-    why = "random weights" if not profile.pretrained or cfg.weights != "coco" else "synthetic images"
-    official = ", ".join(f"{box:.3f} / {mask:.3f} after {n} epoch(s)" for n, (box, mask) in OFFICIAL_TUTORIAL_AP.items())
-    print(f"NOT COMPARABLE: this run ({profile.name} profile) used {why}, so its box AP {box_ap:.3f} and mask AP "
-          f"{mask_ap:.3f} say nothing about the official box / mask AP ({official}).")
+print(official_comparison(evaluation, cfg, synthetic=profile.synthetic))
 
 # %% [markdown]
 # ## Summary

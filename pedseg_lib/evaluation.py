@@ -353,6 +353,37 @@ def find_errors(
 OFFICIAL_TUTORIAL_AP = {1: (0.606, 0.704), 10: (0.799, 0.761)}
 
 
+def official_comparison(evaluation: CocoEvaluation, config: Any, synthetic: bool) -> str:
+    """This run's test AP beside the official tutorial's, or why the two cannot be compared.
+
+    The comparison holds only for a model fine-tuned from COCO weights on the real Penn-Fudan images;
+    other differences from the official recipe (input size, variant) are named under the table.
+
+    Args:
+        evaluation: :func:`coco_evaluate` of the run's test split.
+        config: the run's :class:`~pedseg_lib.config.TrainConfig`.
+        synthetic: True when the run trained on synthetic images instead of Penn-Fudan.
+
+    Returns:
+        A small text table, or one line starting with ``NOT COMPARABLE``.
+    """
+    box_ap, mask_ap = evaluation.stats["bbox"][0], evaluation.stats["segm"][0]
+    if config.weights != "coco" or synthetic:
+        why = "synthetic images" if synthetic else f"weights={config.weights!r} instead of COCO weights"
+        official = ", ".join(f"{box:.3f} / {mask:.3f} after {n} epoch(s)" for n, (box, mask) in OFFICIAL_TUTORIAL_AP.items())
+        return (f"NOT COMPARABLE: this run ({config.preset}) used {why}, so its box AP {box_ap:.3f} and mask AP "
+                f"{mask_ap:.3f} say nothing about the official box / mask AP ({official}).")
+    lines = [f"{'':<34}{'box AP':>8}{'mask AP':>9}"]
+    lines += [f"{f'official tutorial, {n} epoch(s)':<34}{box:>8.3f}{mask:>9.3f}"
+              for n, (box, mask) in OFFICIAL_TUTORIAL_AP.items()]
+    lines.append(f"{f'this run ({config.preset}, {config.epochs} epoch(s))':<34}{box_ap:>8.3f}{mask_ap:>9.3f}")
+    if config.min_size != 800:
+        lines.append(f"note: this run used {config.min_size} px inputs; the official recipe uses 800 px")
+    if config.variant != "v1":
+        lines.append(f"note: this run used Mask R-CNN {config.variant}; the official recipe uses v1")
+    return "\n".join(lines)
+
+
 def error_summary(
     dataset_or_targets,
     predictions: Mapping[int, Mapping[str, torch.Tensor]],

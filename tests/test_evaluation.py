@@ -16,7 +16,14 @@ from torch.utils.data import Subset
 
 from pedseg_lib.data import PennFudanDataset
 from pedseg_lib.errors import PedsegError
-from pedseg_lib.evaluation import build_coco_gt, coco_evaluate, error_summary, find_errors
+from pedseg_lib.evaluation import (
+    OFFICIAL_TUTORIAL_AP,
+    build_coco_gt,
+    coco_evaluate,
+    error_summary,
+    find_errors,
+    official_comparison,
+)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +241,23 @@ def test_error_summary_sorts_each_mistake_into_its_kind():
     assert error_summary({7: gt}, {7: pred}, errors) == {
         "true_positives": 1, "false_positives": 4, "duplicate": 1, "poorly_localised": 1, "background": 2, "missed": 2, "missed_occluded": 1, "missed_other": 1,
     }
+
+
+def test_official_comparison_only_for_coco_weights_on_real_data(dataset):
+    from pedseg_lib.config import apply_overrides, load_preset
+
+    evaluation = coco_evaluate(dataset, _jittered(dataset, range(len(dataset)), seed=0))
+    box_ap, mask_ap = evaluation.stats["bbox"][0], evaluation.stats["segm"][0]
+    table = official_comparison(evaluation, load_preset("tutorial"), synthetic=False)
+    assert not table.startswith("NOT COMPARABLE") and "note:" not in table  # the official recipe itself
+    assert f"{box_ap:.3f}" in table and f"{mask_ap:.3f}" in table
+    assert all(f"{box:.3f}" in table and f"{mask:.3f}" in table for box, mask in OFFICIAL_TUTORIAL_AP.values())
+    notes = official_comparison(evaluation, load_preset("cpu"), synthetic=False)
+    assert "480 px" in notes and "v1" not in notes.split("note:", 1)[1]
+    assert "Mask R-CNN v2" in official_comparison(evaluation, load_preset("best"), synthetic=False)
+    assert "weights=None" in official_comparison(evaluation, load_preset("smoke"), synthetic=False)
+    no = official_comparison(evaluation, apply_overrides(load_preset("tutorial"), []), synthetic=True)
+    assert no.startswith("NOT COMPARABLE") and "synthetic images" in no
 
 
 @pytest.mark.slow
