@@ -22,7 +22,8 @@
 #
 # - Evaluate the trained model on images it never saw, and read every line of the COCO box and mask tables.
 # - Read precision-recall curves and know what average precision (AP) summarises.
-# - Find the images where the model does best and worst, and sort its mistakes into kinds you can act on.
+# - Find the images where the model does best and worst, sort its mistakes into kinds you can act on, and
+#   choose a score threshold.
 # - Use the model on any image, from Python and with the `pedseg predict` command.
 # - Compare a run with the official PyTorch tutorial's published numbers, and know when such a comparison holds.
 #
@@ -228,6 +229,31 @@ if profile.is_smoke:
     print("SMOKE PROFILE: an untrained model's mistakes - these counts are meaningless.")
 
 # %% [markdown]
+# ## Choosing a score threshold
+#
+# AP needs no threshold, but an application does: `pedseg predict` keeps detections scoring at least 0.5 by
+# default. A higher threshold drops false positives and misses more pedestrians. Counting both at every
+# threshold ({py:func}`pedseg_lib.evaluation.score_threshold_sweep`) shows the trade-off; the F1 score (the
+# harmonic mean of precision and recall) picks a balanced point. Choose on validation images rather than on
+# the test split when you report a test number, and move the threshold towards precision or recall as the
+# application needs (counting people wants both; an alarm wants recall).
+
+# %%
+from pedseg_lib.evaluation import score_threshold_sweep
+from pedseg_lib.visualize import plot_threshold_sweep
+
+sweep = score_threshold_sweep(test_set, predictions)
+plot_threshold_sweep(sweep)
+plt.show()
+at = {t: k for k, t in enumerate(sweep["threshold"])}
+for t in sorted({0.5, sweep["best"]} & set(at)):  # the default and the best-F1 threshold
+    k = at[t]
+    print(f"threshold {t:.2f}: precision {sweep['precision'][k]:.3f}, recall {sweep['recall'][k]:.3f}, "
+          f"F1 {sweep['f1'][k]:.3f}, {sweep['kept'][k]} detections kept")
+if profile.is_smoke:
+    print("SMOKE PROFILE: an untrained model - this trade-off is meaningless.")
+
+# %% [markdown]
 # ## An image from outside the dataset
 #
 # {py:func}`pedseg_lib.inference.predict` takes tensors, PIL images or file paths. Here is a photograph that is
@@ -321,14 +347,16 @@ print(official_comparison(evaluation, cfg, synthetic=profile.synthetic))
 # - Per-image AP finds the best and worst images; {py:func}`~pedseg_lib.evaluation.find_errors` and
 #   {py:func}`~pedseg_lib.evaluation.error_summary` sort mistakes into duplicates, poor localisation,
 #   background and missed pedestrians. Some "background" detections are unlabelled people.
+# - {py:func}`~pedseg_lib.evaluation.score_threshold_sweep` shows what each score threshold trades between
+#   precision and recall; F1 picks a balanced one.
 # - {py:func}`~pedseg_lib.inference.predict` and `pedseg predict` work on any image; the latter writes overlays
 #   and COCO results.
 # - Compare with published numbers only when the recipe, the weights and the data really match.
 #
 # ## Exercises
 #
-# 1. Rerun `find_errors` with `score_threshold=0.3` and `0.8`. How do the false positives and the missed
-#    pedestrians trade off, and which threshold would you ship for counting pedestrians?
+# 1. Rerun `find_errors` with the best-F1 threshold of the sweep and with `0.8`. Which kinds of mistakes
+#    disappear, which remain, and which threshold would you ship for counting pedestrians?
 # 2. Open the shortest "background" false positives in the gallery. How many are people the annotators left
 #    out? Recompute the mask AP with those images removed from `test_set`.
 # 3. Evaluate `runs/<preset>/last.pt` as well as `best.pt` with `pedseg evaluate`. Do the test numbers agree

@@ -348,6 +348,52 @@ def find_errors(
     return errors
 
 
+
+def score_threshold_sweep(
+    dataset_or_targets,
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    thresholds: Sequence[float] | None = None,
+    iou: float = 0.5,
+    iou_type: str = "segm",
+) -> dict[str, list[float]]:
+    """Precision, recall and F1 of the detections kept at each score threshold.
+
+    Matching is :func:`find_errors`' greedy matching in score order, done once at the lowest threshold:
+    a higher threshold keeps a prefix of the same ordered list, so its matches are the same.
+
+    Args:
+        dataset_or_targets: a PennFudanDataset/Subset, or image_id -> target.
+        predictions: image_id -> prediction dict.
+        thresholds: score thresholds to report (default 0.05, 0.10, ..., 0.95).
+        iou: IoU needed for a match.
+        iou_type: ``"segm"`` or ``"bbox"``.
+
+    Returns:
+        Lists ``threshold``, ``precision`` (1.0 where nothing is kept), ``recall``, ``f1``, ``kept``,
+        and ``best``: the threshold with the highest F1 (the lowest such threshold on ties).
+    """
+    thresholds = sorted(thresholds if thresholds is not None else [round(0.05 * k, 2) for k in range(1, 20)])
+    errors = find_errors(dataset_or_targets, predictions, iou=iou, score_threshold=thresholds[0], iou_type=iou_type)
+    matched, unmatched, num_gt = [], [], 0
+    for image_id, found in errors.items():
+        scores = torch.as_tensor(predictions[image_id]["scores"]).float() if image_id in predictions else None
+        matched += [float(scores[p]) for p, _, _ in found["tp"]]
+        unmatched += [float(scores[p]) for p, _ in found["fp"]]
+        num_gt += len(found["tp"]) + len(found["fn"])
+    tp_scores, fp_scores = np.asarray(matched), np.asarray(unmatched)
+    sweep: dict[str, Any] = {"threshold": [], "precision": [], "recall": [], "f1": [], "kept": []}
+    for t in thresholds:
+        tp, fp = int((tp_scores >= t).sum()), int((fp_scores >= t).sum())
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        recall = tp / num_gt if num_gt else math.nan
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        for key, value in zip(("threshold", "precision", "recall", "f1", "kept"), (t, precision, recall, f1, tp + fp),
+                              strict=True):
+            sweep[key].append(value)
+    sweep["best"] = sweep["threshold"][int(np.nanargmax(sweep["f1"]))] if num_gt else math.nan
+    return sweep
+
+
 # The official "TorchVision Object Detection Finetuning" tutorial's published test-split AP (IoU 0.50:0.95):
 # epochs trained -> (box AP, mask AP).
 OFFICIAL_TUTORIAL_AP = {1: (0.606, 0.704), 10: (0.799, 0.761)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -247,6 +248,26 @@ def plot_pr_curves(evaluation, iou_type: str = "segm", ax: plt.Axes | None = Non
     ax.grid(alpha=0.3)
     return ax.figure
 
+
+
+def plot_threshold_sweep(sweep: Mapping[str, Any], ax: plt.Axes | None = None) -> plt.Figure:
+    """Precision, recall and F1 against the score threshold, with the best-F1 threshold marked.
+
+    Args:
+        sweep: :func:`pedseg_lib.evaluation.score_threshold_sweep` output.
+        ax: draw into this axes instead of a new figure.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    for key in ("precision", "recall", "f1"):
+        ax.plot(sweep["threshold"], sweep[key], marker=".", label=key)
+    best = sweep["best"]
+    if not math.isnan(best):
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best F1 at {best:.2f}")
+    ax.set(xlabel="score threshold", ylabel="value", xlim=(0, 1), ylim=(0, 1.02), title="Choosing a score threshold")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure
 
 def plot_errors(
     images: Mapping[int, torch.Tensor],

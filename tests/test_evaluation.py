@@ -23,6 +23,7 @@ from pedseg_lib.evaluation import (
     error_summary,
     find_errors,
     official_comparison,
+    score_threshold_sweep,
 )
 
 
@@ -258,6 +259,21 @@ def test_official_comparison_only_for_coco_weights_on_real_data(dataset):
     assert "weights=None" in official_comparison(evaluation, load_preset("smoke"), synthetic=False)
     no = official_comparison(evaluation, apply_overrides(load_preset("tutorial"), []), synthetic=True)
     assert no.startswith("NOT COMPARABLE") and "synthetic images" in no
+
+
+def test_threshold_sweep_equals_find_errors_at_each_threshold(dataset):
+    predictions = _jittered(dataset, range(len(dataset)), seed=3)
+    thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
+    sweep = score_threshold_sweep(dataset, predictions, thresholds)
+    assert sweep["threshold"] == thresholds
+    for k, t in enumerate(thresholds):
+        errors = find_errors(dataset, predictions, score_threshold=t).values()
+        tp, fp, fn = (sum(len(e[key]) for e in errors) for key in ("tp", "fp", "fn"))
+        assert sweep["kept"][k] == tp + fp
+        assert sweep["precision"][k] == pytest.approx(tp / (tp + fp) if tp + fp else 1.0)
+        assert sweep["recall"][k] == pytest.approx(tp / (tp + fn))
+    assert sweep["f1"][thresholds.index(sweep["best"])] == max(sweep["f1"])
+    assert sweep["recall"] == sorted(sweep["recall"], reverse=True)  # a higher threshold never finds more
 
 
 @pytest.mark.slow
