@@ -369,7 +369,8 @@ def score_threshold_sweep(
         iou_type: ``"segm"`` or ``"bbox"``.
 
     Returns:
-        Lists ``threshold``, ``precision`` (1.0 where nothing is kept), ``recall``, ``f1``, ``kept``,
+        Lists ``threshold``, ``precision`` (NaN where nothing is kept), ``recall``, ``f1`` (0 without a
+        true positive), ``kept``,
         and ``best``: the threshold with the highest F1 (the lowest such threshold on ties).
     """
     thresholds = sorted(thresholds if thresholds is not None else [round(0.05 * k, 2) for k in range(1, 20)])
@@ -384,9 +385,9 @@ def score_threshold_sweep(
     sweep: dict[str, Any] = {"threshold": [], "precision": [], "recall": [], "f1": [], "kept": []}
     for t in thresholds:
         tp, fp = int((tp_scores >= t).sum()), int((fp_scores >= t).sum())
-        precision = tp / (tp + fp) if tp + fp else 1.0
+        precision = tp / (tp + fp) if tp + fp else math.nan
         recall = tp / num_gt if num_gt else math.nan
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
         for key, value in zip(("threshold", "precision", "recall", "f1", "kept"), (t, precision, recall, f1, tp + fp),
                               strict=True):
             sweep[key].append(value)

@@ -270,10 +270,19 @@ def test_threshold_sweep_equals_find_errors_at_each_threshold(dataset):
         errors = find_errors(dataset, predictions, score_threshold=t).values()
         tp, fp, fn = (sum(len(e[key]) for e in errors) for key in ("tp", "fp", "fn"))
         assert sweep["kept"][k] == tp + fp
-        assert sweep["precision"][k] == pytest.approx(tp / (tp + fp) if tp + fp else 1.0)
+        assert sweep["precision"][k] == pytest.approx(tp / (tp + fp) if tp + fp else math.nan, nan_ok=True)
         assert sweep["recall"][k] == pytest.approx(tp / (tp + fn))
     assert sweep["f1"][thresholds.index(sweep["best"])] == max(sweep["f1"])
     assert sweep["recall"] == sorted(sweep["recall"], reverse=True)  # a higher threshold never finds more
+
+
+def test_threshold_sweep_when_nothing_is_kept():
+    gt = {"boxes": torch.tensor([[0.0, 0, 100, 200]])}
+    pred = {"boxes": torch.tensor([[0.0, 0, 100, 200]]), "scores": torch.tensor([0.6])}
+    sweep = score_threshold_sweep({1: gt}, {1: pred}, [0.5, 0.7], iou_type="bbox")
+    assert sweep["precision"][0] == sweep["recall"][0] == sweep["f1"][0] == 1.0 and sweep["best"] == 0.5
+    assert math.isnan(sweep["precision"][1]) and sweep["recall"][1] == 0.0 and sweep["f1"][1] == 0.0
+    assert sweep["kept"] == [1, 0]
 
 
 @pytest.mark.slow

@@ -100,4 +100,5 @@ def test_threshold_sweep_plot_marks_the_best_threshold(evaluated):
     ax = visualize.plot_threshold_sweep(sweep).axes[0]
     assert [line.get_label() for line in ax.lines[:3]] == ["precision", "recall", "f1"]
     assert list(ax.lines[2].get_ydata()) == sweep["f1"]
+    assert np.allclose(ax.lines[0].get_ydata(), sweep["precision"], equal_nan=True)
     assert ax.lines[3].get_xdata()[0] == sweep["best"]
