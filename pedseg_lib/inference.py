@@ -159,22 +159,26 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
 
 
 def _evaluation_data(args: argparse.Namespace, checkpoint: dict, config_path: Path | None):
-    from pedseg_lib.data import PennFudanDataset, split_indices
+    """The held-out split of the run's config (the same one chapter 5 evaluates), on ``--data`` if given."""
+    import dataclasses
 
-    values: dict[str, Any] = dict(checkpoint.get("config") or {})
+    from pedseg_lib.config import TrainConfig, load_config
+    from pedseg_lib.engine import test_split
+
     if config_path is not None:
-        from pedseg_lib.config import load_config
-
-        values = load_config(config_path).to_dict()
-    root = args.data or values.get("data_root")
+        cfg = load_config(config_path)
+    else:
+        try:
+            cfg = TrainConfig(**(checkpoint.get("config") or {}))
+        except TypeError as exc:
+            raise CheckpointError(f"{args.checkpoint}: its training config does not fit this version ({exc}); "
+                                  "pass the run folder with its config.yaml instead") from None
+    root = args.data or cfg.data_root
     if root is None:
         from pedseg_lib.profiles import get_profile
 
         root = get_profile().ensure_data()
-    dataset = PennFudanDataset(root)
-    test_size = int(values.get("test_size", 50))
-    _, test = split_indices(len(dataset), test_size=min(test_size, len(dataset) - 1), seed=int(values.get("split_seed", 0)))
-    return torch.utils.data.Subset(dataset, test)
+    return test_split(dataclasses.replace(cfg, data_root=str(root)))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
