@@ -363,7 +363,7 @@ def load_or_train(cfg: TrainConfig, progress: bool = True) -> TrainedModel:
     if best_path.is_file():
         saved = M.load_checkpoint(best_path)
         if saved.get("config") == cfg.to_dict():
-            return TrainedModel(M.load_model(best_path), best_path, saved.get("extra", {}).get("epoch"), False,
+            return TrainedModel(M.model_from_checkpoint(saved, best_path), best_path, saved.get("extra", {}).get("epoch"), False,
                                 f"loaded {best_path} (same config as this profile's preset)")
         changed = sorted(k for k, v in cfg.to_dict().items() if (saved.get("config") or {}).get(k) != v)
         reason = f"{best_path} was trained with another config ({', '.join(changed)} differ): training again"

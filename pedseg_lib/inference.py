@@ -183,14 +183,14 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, config_path: Pa
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pedseg_lib.evaluation import coco_evaluate
-    from pedseg_lib.model import load_checkpoint, load_model
+    from pedseg_lib.model import load_checkpoint, model_from_checkpoint
 
     checkpoint_path, config_path = _resolve_checkpoint(Path(args.checkpoint))
     if args.out:
         _check_writable(Path(args.out).parent)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(checkpoint_path)
-    model = load_model(checkpoint_path, map_location=device)
+    model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
     dataset = _evaluation_data(args, checkpoint, config_path)
     predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
                                   score_threshold=args.score_threshold, progress=not args.quiet)

@@ -420,7 +420,12 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", variant: str 
     Raises:
         CheckpointError: bad file, or the checkpoint's variant/num_classes differ from those asked.
     """
-    ckpt = load_checkpoint(path, map_location)
+    return model_from_checkpoint(load_checkpoint(path, map_location), path, map_location, variant, num_classes)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, map_location: Any = "cpu",
+                          variant: str | None = None, num_classes: int | None = None) -> MaskRCNN:
+    """:func:`load_model` for a checkpoint already read with :func:`load_checkpoint` (``path`` names it in errors)."""
     args = dict(ckpt["model_args"])
     for key, wanted in (("variant", variant), ("num_classes", num_classes)):
         if wanted is not None and args.get(key) != wanted:
