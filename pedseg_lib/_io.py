@@ -38,6 +38,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
         raise
 
 
+def ensure_writable_dir(folder: str | os.PathLike, what: str, advice: str) -> Path:
+    """Create ``folder`` if needed and prove that a file can be written in it (the probe is removed).
+
+    Args:
+        folder: the folder output will go to.
+        what: what it is, for the message (e.g. ``"the run folder"``).
+        advice: what the user should do instead.
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        PedsegError: ``cannot write to <what> <folder> (<reason>): <advice>``.
+    """
+    from pedseg_lib.errors import PedsegError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".pedseg-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PedsegError(f"cannot write to {what} {folder} ({exc.strerror or type(exc).__name__}): {advice}") from None
+    return folder
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_open`."""
     import torch

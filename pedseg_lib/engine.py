@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pedseg_lib import distributed as dist
-from pedseg_lib._io import atomic_open, atomic_write_json
+from pedseg_lib._io import atomic_open, atomic_write_json, ensure_writable_dir
 from pedseg_lib.config import TrainConfig, default_output_dir, save_config
 from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError, PedsegError
 
@@ -261,16 +261,7 @@ def _device(cfg: TrainConfig) -> torch.device:
 def _run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.preset)
     if dist.is_main():
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".pedseg-write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise PedsegError(
-                f"cannot write to the run folder {run_dir} ({exc.strerror or exc}): choose another with --out "
-                "or output_dir=..."
-            ) from None
+        ensure_writable_dir(run_dir, "the run folder", "choose another with --out or output_dir=...")
     return run_dir
 
 

@@ -207,14 +207,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".pedseg-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise PedsegError(f"{folder}: cannot write output there ({exc.strerror or type(exc).__name__}); "
-                          "choose a writable folder with --out") from exc
+    from pedseg_lib._io import ensure_writable_dir
+
+    ensure_writable_dir(folder, "the output folder", "choose a writable folder with --out")
 
 
 def _image_files(path: Path) -> list[Path]:

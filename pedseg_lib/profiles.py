@@ -137,8 +137,9 @@ def _reachable(url: str) -> bool:
 
 
 def _coco_weights_cached() -> bool:
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / COCO_WEIGHTS_URL.rsplit("/", 1)[1]
-    return hub.is_file()
+    from pedseg_lib.model import weights_file
+
+    return weights_file(COCO_WEIGHTS_URL).is_file()
 
 
 def get_profile(requested: str | None = None) -> Profile:

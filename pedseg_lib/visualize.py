@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from pedseg_lib.engine import LOSS_KEYS as LOSS_TERMS  # the loss terms the engine logs
+
 # Colour-blind-friendly qualitative colours (Okabe-Ito), cycled over instances.
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 
@@ -101,8 +103,6 @@ def show_grid(
 
 
 # --- training curves (from an engine run's history) ------------------------------------------
-
-LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 
 
 def _smooth(values: Sequence[float], window: int) -> list[float]:
