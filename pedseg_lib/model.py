@@ -10,10 +10,12 @@ timeout; when that fails the error says which file was needed and how to run wit
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import pickle
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,122 @@ def weights_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def pretrained_urls(variant: str, weights: str | None) -> dict[str, str]:
+    """The torchvision weights files a :func:`build_model` call with these arguments loads.
+
+    Args:
+        variant: ``"v1"`` or ``"v2"``.
+        weights: ``"coco"``, ``"imagenet"`` or None.
+
+    Returns:
+        ``{description: url}``; empty for random weights.
+    """
+    if weights == "coco":
+        return {f"COCO Mask R-CNN {variant}": _COCO_WEIGHTS[variant].url}
+    if weights == "imagenet":
+        return {"ImageNet ResNet-50": _IMAGENET_WEIGHTS.url}
+    return {}
+
+
+@dataclass(frozen=True)
+class WeightsCheck:
+    """The result of :func:`check_weights_file` for one cached torchvision weights file.
+
+    Attributes:
+        what: what the file holds, e.g. ``"COCO Mask R-CNN v1"``.
+        path: where torchvision caches it.
+        expected: the SHA-256 prefix in the file name (torchvision's own naming), or None.
+        digest: the file's SHA-256, or None when the file is not cached.
+        status: ``"verified"``, ``"mismatch"``, ``"not cached"`` or ``"no hash in name"``.
+    """
+
+    what: str
+    path: Path
+    expected: str | None
+    digest: str | None
+    status: str
+
+    @property
+    def trusted(self) -> bool:
+        """False only for a cached file whose hash is not the published one."""
+        return self.status != "mismatch"
+
+    def describe(self) -> str:
+        """One line for the chapters' banner."""
+        if self.status == "verified":
+            return (f"{self.what}: {self.path.name}, SHA-256 starts with {self.expected} as torchvision "
+                    "publishes it (verified)")
+        if self.status == "not cached":
+            return f"{self.what}: {self.path.name}, not downloaded yet (torchvision checks its hash on download)"
+        if self.status == "no hash in name":
+            return f"{self.what}: {self.path.name}, no hash in the file name to check against"
+        return (f"{self.what}: {self.path} is NOT torchvision's published file: its SHA-256 starts with "
+                f"{self.digest[:len(self.expected)]}, not {self.expected}")
+
+
+_CHECKED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _CHECKED[key] = digest.hexdigest()
+    return _CHECKED[key]
+
+
+def check_weights_file(url: str, what: str) -> WeightsCheck:
+    """Check the cached copy of ``url`` against the hash prefix in its file name.
+
+    torchvision names each weights file ``<name>-<first hex digits of its SHA-256>.pth`` and checks that
+    prefix only while downloading; a file already in the cache is loaded unchecked. This check runs before
+    every use instead (the digest is remembered per file size and modification time).
+
+    Args:
+        url: a torchvision weights URL.
+        what: what it holds, for messages.
+
+    Returns:
+        A :class:`WeightsCheck`.
+    """
+    path = weights_file(url)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    expected = match.group(1) if match else None
+    if not path.is_file():
+        return WeightsCheck(what, path, expected, None, "not cached")
+    digest = _sha256(path)
+    if expected is None:
+        return WeightsCheck(what, path, None, digest, "no hash in name")
+    return WeightsCheck(what, path, expected, digest, "verified" if digest.startswith(expected) else "mismatch")
+
+
+def untrusted_warning(checks: list[WeightsCheck]) -> str | None:
+    """The warning every chapter shows when a cached weights file is not torchvision's, else None."""
+    bad = [c for c in checks if not c.trusted]
+    if not bad:
+        return None
+    names = ", ".join(c.path.name for c in bad)
+    return (f"WARNING: {names} in {bad[0].path.parent} {'is' if len(bad) == 1 else 'are'} NOT torchvision's "
+            "published weights (the SHA-256 does not match the hash in the file name): stand-ins or a damaged "
+            "download. EVERY NUMBER, CURVE AND PICTURE BELOW IS MEANINGLESS. Delete the file to download the "
+            "real one.")
+
+
 def _fetch_state_dict(url: str, what: str) -> dict[str, torch.Tensor]:
-    """Load a weights file through torchvision's cache, downloading it once, never hanging silently."""
+    """Load a weights file through torchvision's cache, downloading it once, never hanging silently.
+
+    A cached file whose hash differs from the one in its name is still loaded (so that offline rehearsals
+    with stand-in weights run end to end), with a warning that says what that means.
+    """
     target = weights_file(url)
+    check = check_weights_file(url, what)
+    warning = untrusted_warning([check])
+    if warning is not None:
+        warnings.warn(warning, stacklevel=3)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
@@ -119,11 +234,11 @@ def _torchvision_model(variant: str, weights: str | None, trainable_backbone_lay
     _freeze_like_pretrained(model, variant, trainable_backbone_layers, eps=0.0 if coco_v1 else 1e-5)
     if not load_weights:
         return model
+    ((what, url),) = pretrained_urls(variant, weights).items()
+    state = _fetch_state_dict(url, what)
     if weights == "coco":
-        url = _COCO_WEIGHTS[variant].url
-        model.load_state_dict(_fetch_state_dict(url, f"COCO Mask R-CNN {variant}"))
+        model.load_state_dict(state)
     else:
-        state = _fetch_state_dict(_IMAGENET_WEIGHTS.url, "ImageNet ResNet-50")
         model.backbone.body.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     return model
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,8 @@ DEFAULT_DATA_DIR = "data"
 # Where a smoke run writes its synthetic stand-in when the real data is not there.
 SYNTHETIC_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "synthetic"
 SYNTHETIC_IMAGES = 24  # enough for a seeded split with a few test images
-# The file torchvision's maskrcnn_resnet50_fpn(weights="DEFAULT") downloads into TORCH_HOME.
-COCO_WEIGHTS_URL = "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+ENV_RUNS = "PEDSEG_RUNS"
+DEFAULT_RUNS_DIR = "runs"
 REACH_TIMEOUT_S = 5.0
 
 
@@ -47,6 +48,7 @@ class Profile:
         data_root: the Penn-Fudan folder (the one holding ``PNGImages/``), present or to be downloaded.
         synthetic: True when ``data_root`` is generated synthetic data, not Penn-Fudan.
         device: ``"cuda"`` or ``"cpu"``.
+        runs_dir: where the chapters write their run folders (``PEDSEG_RUNS``, default ``runs/`` in the checkout).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Profile:
     data_root: Path
     synthetic: bool
     device: str
+    runs_dir: Path = dataclasses.field(default_factory=lambda: runs_dir())
 
     @property
     def is_smoke(self) -> bool:
@@ -70,19 +73,46 @@ class Profile:
         """The weights a chapter should build with: ``requested``, or None (random) in smoke."""
         return requested if self.pretrained else None
 
+    def weights_checks(self) -> list:
+        """The pretrained weights this profile's chapters load, each checked against torchvision's hash.
+
+        Returns:
+            :class:`pedseg_lib.model.WeightsCheck` per file: the preset's detector, and the ImageNet
+            backbone of chapter 3's comparison. Empty in smoke (random weights).
+        """
+        from pedseg_lib.config import load_preset
+        from pedseg_lib.model import check_weights_file, pretrained_urls
+
+        if not self.pretrained:
+            return []
+        preset = load_preset(self.name)
+        files = {**pretrained_urls(preset.variant, preset.weights), **pretrained_urls(preset.variant, "imagenet")}
+        return [check_weights_file(url, what) for what, url in files.items()]
+
     def banner(self) -> str:
-        """A short block of text that every chapter prints first."""
+        """A short block of text that every chapter prints first: profile, data, device and weights."""
+        from pedseg_lib.model import untrusted_warning
+
         data = "synthetic pedestrians (not Penn-Fudan)" if self.synthetic else str(self.data_root)
         lines = [
             f"pedseg profile: {self.name} (requested: {self.requested}) - {self.reason}",
             f"data: {data} | device: {self.device}",
         ]
-        if self.is_smoke:
+        checks = self.weights_checks()
+        if checks:
+            lines += [f"weights: {check.describe()}" for check in checks]
+        else:
+            lines.append("weights: random initialisation (no pretrained weights in this profile)")
+        warning = untrusted_warning(checks)
+        if self.is_smoke or warning:
             lines.insert(0, "=" * 78)
-            lines.append(
-                "SMOKE PROFILE: random weights and tiny budgets, so every number, curve and picture "
-                "below is meaningless. Set PEDSEG_PROFILE=cpu or tutorial for real results."
-            )
+            if self.is_smoke:
+                lines.append(
+                    "SMOKE PROFILE: random weights and tiny budgets, so every number, curve and picture "
+                    "below is meaningless. Set PEDSEG_PROFILE=cpu or tutorial for real results."
+                )
+            if warning:
+                lines.append(warning)
             lines.append("=" * 78)
         return "\n".join(lines)
 
@@ -127,6 +157,14 @@ def data_dir() -> Path:
     return ((project_root() or Path.cwd()) / DEFAULT_DATA_DIR).resolve()
 
 
+def runs_dir() -> Path:
+    """``PEDSEG_RUNS``, or ``runs/`` in the checkout (in the working folder outside one)."""
+    value = os.environ.get(ENV_RUNS)
+    if value:
+        return Path(value).expanduser().resolve()
+    return ((project_root() or Path.cwd()) / DEFAULT_RUNS_DIR).resolve()
+
+
 def _reachable(url: str) -> bool:
     request = urllib.request.Request(url, method="HEAD")
     try:
@@ -136,10 +174,11 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _coco_weights_cached() -> bool:
-    from pedseg_lib.model import weights_file
+def _coco_weights_url() -> str:
+    from pedseg_lib.model import pretrained_urls
 
-    return weights_file(COCO_WEIGHTS_URL).is_file()
+    (url,) = pretrained_urls("v1", "coco").values()
+    return url
 
 
 def get_profile(requested: str | None = None) -> Profile:
@@ -181,7 +220,10 @@ def get_profile(requested: str | None = None) -> Profile:
     missing = []
     if found is None and not _reachable("https://www.cis.upenn.edu/~jshi/ped_html/"):
         missing.append(f"no Penn-Fudan at {folder} and its server cannot be reached")
-    if not _coco_weights_cached() and not _reachable(COCO_WEIGHTS_URL):
+    coco_url = _coco_weights_url()
+    from pedseg_lib.model import weights_file
+
+    if not weights_file(coco_url).is_file() and not _reachable(coco_url):
         missing.append("the COCO weights are not cached and cannot be downloaded")
     if missing:
         fallback = get_profile("smoke")

@@ -18,9 +18,9 @@ def _fake_dataset(root: Path) -> Path:
 
 
 @pytest.fixture
-def offline(monkeypatch):
+def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(profiles, "_reachable", lambda url: False)
-    monkeypatch.setattr(profiles, "_coco_weights_cached", lambda: False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no cached weights
 
 
 @pytest.fixture
@@ -62,7 +62,51 @@ def test_explicit_profile_is_kept_even_without_data(monkeypatch, tmp_path, offli
     profile = profiles.get_profile("cpu")
     assert profile.name == "cpu" and profile.data_root == tmp_path / "PennFudanPed"
     assert profile.weights("coco") == "coco"
-    assert "meaningless" not in profile.banner()
+    banner = profile.banner()
+    assert "meaningless" not in banner.lower()
+    assert "weights: COCO Mask R-CNN v1: maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth, not downloaded yet" in banner
+    assert "weights: ImageNet ResNet-50: resnet50-0676ba61.pth, not downloaded yet" in banner
+
+
+def _cache_file(torch_home: Path, name: str, payload: bytes) -> Path:
+    path = torch_home / "hub" / "checkpoints" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def test_banner_names_verified_weights(monkeypatch, tmp_path):
+    import hashlib
+
+    from pedseg_lib import model
+
+    payload = b"not really weights"
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    url = f"https://download.example/models/maskrcnn_resnet50_fpn_coco-{prefix}.pth"
+    monkeypatch.setattr(model, "_COCO_WEIGHTS", {"v1": type("W", (), {"url": url})(), "v2": model._COCO_WEIGHTS["v2"]})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    _cache_file(tmp_path / "th", f"maskrcnn_resnet50_fpn_coco-{prefix}.pth", payload)
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    banner = profiles.get_profile("cpu").banner()
+    assert f"SHA-256 starts with {prefix} as torchvision publishes it (verified)" in banner
+    assert "NOT torchvision" not in banner and "MEANINGLESS" not in banner
+
+
+@pytest.mark.parametrize("name", ["tutorial", "cpu", "best"])
+def test_banner_warns_in_plain_words_when_cached_weights_are_not_torchvisions(monkeypatch, tmp_path, name):
+    from pedseg_lib.config import load_preset
+    from pedseg_lib.model import pretrained_urls
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
+    (url,) = pretrained_urls(load_preset(name).variant, "coco").values()
+    bad = _cache_file(tmp_path / "th", Path(url).name, b"stand-in weights")
+    profile = profiles.get_profile(name)
+    banner = profile.banner()
+    assert banner.splitlines()[1].startswith(f"pedseg profile: {name} ")
+    assert f"{bad} is NOT torchvision's published file" in banner
+    assert "EVERY NUMBER, CURVE AND PICTURE BELOW IS MEANINGLESS" in banner
+    assert [c.status for c in profile.weights_checks()] == ["mismatch", "not cached"]
 
 
 def test_auto_without_gpu_picks_cpu_when_everything_can_be_had(monkeypatch, tmp_path, online):
