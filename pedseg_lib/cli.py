@@ -41,13 +41,20 @@ def _train_config(args: argparse.Namespace):
     return cfg
 
 
+def _print_result(result) -> None:
+    """The run folder, why the run ended, which epoch ``best.pt`` holds, and where its split is recorded."""
+    reason = result.history.get("status", {}).get("reason", "")
+    print(f"run folder: {result.run_dir} ({reason}); best.pt is epoch {result.best_epoch}; "
+          "split.json lists its train, validation and test images")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)  # config errors first, before torch and the model are loaded
     from pedseg_lib import engine
 
     result = engine.fit(cfg, resume=False, progress=not args.quiet)
     if result.run_dir is not None:
-        print(f"run folder: {result.run_dir} (best epoch {result.best_epoch}, best checkpoint {result.best_checkpoint})")
+        _print_result(result)
     return 0
 
 
@@ -62,7 +69,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     cfg = C.apply_overrides(C.load_config(cfg_path), [*(args.set or []), f"output_dir={run_dir}"])
     result = engine.fit(cfg, resume=True, progress=not args.quiet)
     if result.run_dir is not None:
-        print(f"run folder: {result.run_dir} (best epoch {result.best_epoch}, best checkpoint {result.best_checkpoint})")
+        _print_result(result)
     return 0
 
 

@@ -2,6 +2,12 @@
 
 Runs unchanged on one CPU, one GPU, or several processes under ``torchrun`` (DistributedDataParallel;
 rank 0 alone prints, writes checkpoints and history).
+
+A run splits its dataset three ways (:func:`run_split`): training images, validation images (``val_size``,
+possibly none) and test images (``test_size``). Training reads only the training images; every decision of
+the run (the best epoch in ``best.pt``, early stopping) reads only the validation images; nothing in a run
+reads the test images, which are left for the final evaluation (:func:`test_split`, ``pedseg evaluate``).
+Each run folder records the images it used in ``split.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from pedseg_lib import distributed as dist
 from pedseg_lib._io import atomic_open, atomic_write_json, ensure_writable_dir
@@ -27,6 +34,9 @@ from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError, 
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 AP_KEYS = {"bbox_AP": ("bbox", 0), "bbox_AP50": ("bbox", 1), "segm_AP": ("segm", 0), "segm_AP50": ("segm", 1)}
+VAL_KEYS = ("val_loss", *(f"val_{k}" for k in LOSS_KEYS), *AP_KEYS)  # the validation columns of an epoch row
+SPLIT_FILE = "split.json"  # in every run folder: the dataset indices the run trained, validated and tested on
+SPLIT_ROLES = ("train", "val", "test")
 
 
 @dataclass
@@ -99,6 +109,7 @@ def train_one_epoch(
     clip_grad_norm: float | None = None,
     start_iteration: int = 0,
     progress: bool = False,
+    amp: bool = False,
 ) -> list[dict[str, float]]:
     """Train for one pass over ``loader``.
 
@@ -109,10 +120,12 @@ def train_one_epoch(
         device: where to train.
         epoch: 1-based epoch number, for the records and the progress bar.
         scheduler: stepped after every iteration (warm-up and schedule in one).
-        scaler: a GradScaler for mixed precision on CUDA, or None.
+        scaler: a GradScaler for float16 mixed precision on CUDA (it also turns ``amp`` on), or None.
         clip_grad_norm: clip the global gradient norm to this, or None.
         start_iteration: global iterations done before this epoch.
         progress: show a tqdm bar with the running losses and the ETA.
+        amp: mixed precision: the forward pass runs under ``torch.autocast``, in float16 on CUDA (with
+            ``scaler``) and in bfloat16 on the CPU (bfloat16 has float32's range, so it needs no scaler).
 
     Returns:
         One record per iteration: epoch, iteration (1-based, global), lr, loss and the five loss terms,
@@ -125,13 +138,16 @@ def train_one_epoch(
     from tqdm.auto import tqdm
 
     model.train()
-    use_amp = scaler is not None and scaler.is_enabled()
+    scaling = scaler is not None and scaler.is_enabled()
+    device_type = torch.device(device).type
+    use_amp = amp or scaling
+    amp_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
     records = []
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=True, dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar):
         iteration = start_iteration + step + 1
         images, targets = _to_device(images, targets, device)
-        with torch.autocast(device_type=torch.device(device).type, enabled=use_amp):
+        with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=use_amp):
             loss_dict = model(images, targets)
         loss = sum(loss_dict.values())
         # Averaged over processes (a no-op on one), so every rank sees the same numbers and a NaN
@@ -145,7 +161,7 @@ def train_one_epoch(
                 _image_ids(targets), logged, iteration,
             )
         optimizer.zero_grad(set_to_none=True)
-        if use_amp:
+        if scaling:
             scaler.scale(loss).backward()
             if clip_grad_norm:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -276,48 +292,141 @@ def _dataset_root(cfg: TrainConfig) -> Path:
     return found
 
 
-def _split(cfg: TrainConfig, root: Path) -> tuple[list[int], list[int]]:
+def _full_split(cfg: TrainConfig, root: Path) -> dict[str, list[int]]:
     from pedseg_lib import data
 
     size = len(data.PennFudanDataset(root))
     if not 0 < cfg.test_size < size:
         raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the size of {root}: "
                           "set test_size=...")
-    return data.split_indices(size, cfg.test_size, cfg.split_seed)
+    return data.split_train_val_test(size, cfg.test_size, cfg.val_size, cfg.split_seed)
 
 
-def _data(cfg: TrainConfig):
-    """Seeded train/validation split (optionally truncated) of the dataset at ``cfg.data_root``."""
-    from torch.utils.data import Subset
-
-    from pedseg_lib import data
-
-    found = _dataset_root(cfg)
-    train_idx, val_idx = _split(cfg, found)
-    train_idx, val_idx = train_idx[: cfg.max_train_images], val_idx[: cfg.max_val_images]
-    train_tf = data.build_transforms(True, hflip=cfg.hflip, photometric=cfg.photometric)
-    train = Subset(data.PennFudanDataset(found, transforms=train_tf), train_idx)
-    val = Subset(data.PennFudanDataset(found, transforms=data.build_transforms(False)), val_idx)
-    return train, val
+def _used(cfg: TrainConfig, split: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The images a run really uses: the first ``max_train_images`` / ``max_val_images``, every test image."""
+    return {"train": split["train"][: cfg.max_train_images], "val": split["val"][: cfg.max_val_images],
+            "test": list(split["test"])}
 
 
-def test_split(cfg: TrainConfig):
-    """The whole held-out split of ``cfg`` (``test_size`` images, never trained on), without augmentation.
+def run_split(cfg: TrainConfig) -> dict[str, list[int]]:
+    """The whole train/validation/test split of ``cfg``'s dataset (:func:`pedseg_lib.data.split_train_val_test`).
+
+    The three sets are disjoint and cover the dataset; the test set is
+    :func:`pedseg_lib.data.split_indices`' test set. A run uses the first ``max_train_images`` of the
+    training set and the first ``max_val_images`` of the validation set (when set) and reads every other
+    image of those two sets nowhere; the ``split.json`` that :func:`fit` writes records the images really
+    used: the truncated training and validation lists and the whole test list.
 
     Args:
-        cfg: the run's config (``data_root``, ``test_size``, ``split_seed``).
+        cfg: the run's config (``data_root``, ``test_size``, ``val_size``, ``split_seed``).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``: sorted dataset indices (``val`` empty when
+        ``val_size`` is 0).
+
+    Raises:
+        PedsegError: no dataset at ``data_root``, or ``test_size``/``val_size`` that do not fit it.
+    """
+    return _full_split(cfg, _dataset_root(cfg))
+
+
+def _subset(root: Path, indices: list[int], transforms: Callable | None = None) -> Subset:
+    """``indices`` of the dataset at ``root``; unaugmented unless ``transforms`` are given."""
+    from pedseg_lib import data
+
+    return Subset(data.PennFudanDataset(root, transforms=transforms or data.build_transforms(False)), indices)
+
+
+def _data(cfg: TrainConfig, root: Path, split: dict[str, list[int]]) -> tuple[Subset, Subset]:
+    """Training (augmented) and validation (unaugmented) Subsets of the images in ``split``."""
+    from pedseg_lib import data
+
+    train_tf = data.build_transforms(True, hflip=cfg.hflip, photometric=cfg.photometric)
+    return _subset(root, split["train"], train_tf), _subset(root, split["val"])
+
+
+def test_split(cfg: TrainConfig) -> Subset:
+    """The whole held-out test split of ``cfg`` (``test_size`` images, never trained on, never used to choose
+    anything during a run), without augmentation.
+
+    Args:
+        cfg: the run's config (``data_root``, ``test_size``, ``val_size``, ``split_seed``).
 
     Returns:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`; its ``image_id`` values are the
         indices into the full dataset.
     """
-    from torch.utils.data import Subset
+    root = _dataset_root(cfg)
+    return _subset(root, _full_split(cfg, root)["test"])
 
-    from pedseg_lib import data
 
-    found = _dataset_root(cfg)
-    _, test_idx = _split(cfg, found)
-    return Subset(data.PennFudanDataset(found, transforms=data.build_transforms(False)), test_idx)
+def val_split(cfg: TrainConfig) -> Subset:
+    """The validation images of ``cfg`` as the run uses them (at most ``max_val_images``), without augmentation.
+
+    Returns:
+        A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`, empty when ``val_size`` is 0.
+    """
+    root = _dataset_root(cfg)
+    return _subset(root, _used(cfg, _full_split(cfg, root))["val"])
+
+
+def decision_split(cfg: TrainConfig) -> tuple[Subset, str]:
+    """The images on which a reader of a run may choose things such as a score threshold, and why those.
+
+    Never the test images: the run's validation images when it has any, else its training images (the
+    ones it trained on, at most ``max_train_images``), without augmentation.
+
+    Returns:
+        ``(subset, sentence)``: a ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset` and one
+        sentence saying which images these are and why.
+    """
+    root = _dataset_root(cfg)
+    used = _used(cfg, _full_split(cfg, root))
+    if used["val"]:
+        return _subset(root, used["val"]), (
+            f"the threshold is chosen on the run's {len(used['val'])} validation images, which it did not "
+            "train on (they also chose its best epoch); the test images stay untouched")
+    return _subset(root, used["train"]), (
+        "this preset keeps no validation images (the official recipe trains on all non-test images), so the "
+        f"threshold is chosen on the {len(used['train'])} training images; that is optimistic, but the test "
+        "images stay untouched")
+
+
+def load_split(path: str | Path, dataset_size: int | None = None) -> dict[str, list[int]]:
+    """The ``split.json`` of a run folder (or the file itself).
+
+    Args:
+        path: a run folder or its ``split.json``.
+        dataset_size: when given, every index must lie in ``range(dataset_size)``.
+
+    Returns:
+        The file's content; ``train``, ``val`` and ``test`` are lists of dataset indices.
+
+    Raises:
+        PedsegError: naming the file when it is missing, not a split file, or names images outside the dataset.
+    """
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPLIT_FILE
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PedsegError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): train the run again "
+                          "or check the path.") from None
+    except ValueError:
+        raise PedsegError(f"{path} is not valid JSON: restore it or train the run again.") from None
+    if not isinstance(split, dict) or not all(
+            isinstance(split.get(role), list) and all(type(i) is int for i in split[role]) for role in SPLIT_ROLES):
+        raise PedsegError(f"{path} is not a split file (lists of image indices under train, val and test): "
+                          "restore it or train the run again.")
+    if dataset_size is not None:
+        outside = sorted({i for role in SPLIT_ROLES for i in split[role] if not 0 <= i < dataset_size})
+        if outside:
+            raise PedsegError(f"{path} names images {outside[:5]} outside the dataset of {dataset_size} images: "
+                              "evaluate with the run's own data (--data) or train the run again.")
+    return split
 
 
 test_split.__test__ = False  # a library function, not a pytest test
@@ -336,6 +445,9 @@ class TrainedModel:
 
 def load_or_train(cfg: TrainConfig, progress: bool = True) -> TrainedModel:
     """The ``best.pt`` model of ``cfg``'s run folder, training the run first if it has none.
+
+    ``best.pt`` is the model a run hands on: its best validation epoch, or its last epoch when the run has
+    no validation images (``val_size=0``).
 
     A ``best.pt`` saved with a different config (another preset, data folder or split) is not reused:
     the run is trained again so that the model matches ``cfg``.
@@ -394,6 +506,12 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
         on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None) -> FitResult:
     """Train a model as ``config`` says, validating, checkpointing and logging every epoch.
 
+    Training reads only the run's training images and validation only its validation images
+    (:func:`run_split`); ``split.json`` in the run folder records both and the test images, which the run
+    never reads. ``best.pt`` is the epoch with the best validation mask AP (ties: lower validation loss);
+    with ``val_size=0`` nothing is validated, nothing is selected and ``best.pt`` is the last epoch (the
+    validation columns of the history are NaN).
+
     Args:
         config: the run's :class:`~pedseg_lib.config.TrainConfig`.
         resume: continue from ``<run folder>/last.pt`` (model, optimiser, schedule, scaler, RNG, history).
@@ -426,12 +544,22 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and not last_path.is_file():
         raise CheckpointError(f"cannot resume: {last_path} does not exist; train first or check the run folder.")
-    train_set, val_set = _data(cfg)
+    root = _dataset_root(cfg)
+    split = _used(cfg, _full_split(cfg, root))
+    if resume and (run_dir / SPLIT_FILE).is_file():
+        saved = load_split(run_dir / SPLIT_FILE)
+        if any(saved[role] != split[role] for role in SPLIT_ROLES):
+            raise ConfigError(f"cannot resume: {run_dir / SPLIT_FILE} records other images than this config "
+                              "selects; resume with the run's own data_root, test_size, val_size, split_seed, "
+                              "max_train_images and max_val_images.")
+    train_set, val_set = _data(cfg, root, split)
+    validated = len(val_set) > 0
 
     sampler = dist.sampler(train_set, seed=cfg.seed)
     loader = data.create_loader(train_set, cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
                                 sampler=sampler)
-    val_loader = data.create_loader(dist.shard(val_set), cfg.batch_size, shuffle=False, workers=cfg.workers)
+    val_loader = (data.create_loader(dist.shard(val_set), cfg.batch_size, shuffle=False, workers=cfg.workers)
+                  if validated else None)
 
     model = M.build_model(variant=cfg.variant, weights=cfg.weights, min_size=cfg.min_size, max_size=cfg.max_size,
                           trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
@@ -458,6 +586,7 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
             start_epoch = cfg.epochs  # early stopping is a decision, not an interruption
     if main:
         save_config(cfg, run_dir / "config.yaml")
+        atomic_write_json(run_dir / SPLIT_FILE, {"dataset": str(root), **split})
 
     train_model = dist.wrap(model, device)
     stopped_early = bool(history["status"].get("stopped_early"))
@@ -468,22 +597,28 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
         if sampler is not None:
             sampler.set_epoch(epoch)
         records = train_one_epoch(train_model, optimizer, loader, device, epoch, scheduler, scaler,
-                                  cfg.clip_grad_norm, len(history["iterations"]), progress and main)
+                                  cfg.clip_grad_norm, len(history["iterations"]), progress and main, amp=cfg.amp)
         history["iterations"].extend(records)
         row = {"epoch": epoch, "train_loss": float(np.mean([r["loss"] for r in records]))}
-        row.update(evaluate_loss(train_model, val_loader, device))
-        row.update(evaluate_ap(model, val_set, cfg.eval_score_threshold))
+        if validated:
+            row.update(evaluate_loss(train_model, val_loader, device))
+            row.update(evaluate_ap(model, val_set, cfg.eval_score_threshold))
+        else:
+            row.update(dict.fromkeys(VAL_KEYS, math.nan))  # not measured: the run has no validation images
         row.update(lr=records[-1]["lr"], seconds=time.perf_counter() - tic)
         history["epochs"].append(row)
 
-        score = _score(row)
-        improved = best_epoch is None or score > best
-        if improved:
-            best, best_epoch, bad_epochs = score, epoch, 0
-        else:
-            bad_epochs += 1
+        if validated:
+            score = _score(row)
+            improved = best_epoch is None or score > best
+            if improved:
+                best, best_epoch, bad_epochs = score, epoch, 0
+            else:
+                bad_epochs += 1
+        else:  # no selection: the model a run without validation hands on is its last epoch
+            improved, best_epoch, bad_epochs = True, epoch, 0
         stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience and epoch < cfg.epochs
-        history["status"] = _status(cfg, epoch, best_epoch, bad_epochs, stopped_early)
+        history["status"] = _status(cfg, epoch, best_epoch, bad_epochs, stopped_early, len(val_set))
         extra = {
             "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": _scheduler_state(scheduler),
             "scaler": scaler.state_dict(), "history": history, "best_epoch": best_epoch,
@@ -492,10 +627,11 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
         if main:
             M.save_checkpoint(last_path, model, config=cfg.to_dict(), extra=extra)
             if improved:
-                M.save_checkpoint(best_path, model, config=cfg.to_dict(), extra={"epoch": epoch, "metrics": row})
+                M.save_checkpoint(best_path, model, config=cfg.to_dict(),
+                                  extra={"epoch": epoch, "metrics": row, "selected_by": _selected_by(validated)})
             _write_history(run_dir, history)
             if progress:
-                print(_epoch_line(row, improved))
+                print(_epoch_line(row, improved, validated))
         stop = bool(on_epoch_end(row)) if on_epoch_end is not None else False
         if stopped_early or stop:
             break
@@ -512,19 +648,31 @@ def _scheduler_state(scheduler) -> dict[str, Any]:
     return scheduler.state_dict()
 
 
-def _status(cfg: TrainConfig, epoch: int, best_epoch: int | None, bad_epochs: int, stopped_early: bool) -> dict:
+def _selected_by(validated: bool) -> str:
+    return "best validation segm AP" if validated else "last epoch (no validation images, val_size=0)"
+
+
+def _status(cfg: TrainConfig, epoch: int, best_epoch: int | None, bad_epochs: int, stopped_early: bool,
+            val_images: int) -> dict:
     if stopped_early:
         reason = (f"stopped early after epoch {epoch}: validation segm AP has not improved for {bad_epochs} "
                   f"epoch(s) (patience {cfg.patience}); best epoch {best_epoch}")
-    elif epoch >= cfg.epochs:
-        reason = f"finished all {cfg.epochs} epochs; best epoch {best_epoch}"
-    else:
+    elif epoch < cfg.epochs:
         reason = f"interrupted after epoch {epoch} of {cfg.epochs}; `pedseg resume` continues"
+    elif val_images:
+        reason = f"finished all {cfg.epochs} epochs; best epoch {best_epoch} (validation segm AP on {val_images} images)"
+    else:
+        reason = (f"finished all {cfg.epochs} epochs; no validation images (val_size=0), so no epoch was selected "
+                  f"and best.pt is the last epoch, {best_epoch}")
     return {"epochs_done": epoch, "best_epoch": best_epoch, "epochs_without_improvement": bad_epochs,
-            "patience": cfg.patience, "stopped_early": stopped_early, "reason": reason}
+            "patience": cfg.patience, "stopped_early": stopped_early, "validation_images": val_images,
+            "selected_by": _selected_by(val_images > 0), "reason": reason}
 
 
-def _epoch_line(row: dict[str, float], improved: bool) -> str:
+def _epoch_line(row: dict[str, float], improved: bool, validated: bool = True) -> str:
+    if not validated:
+        return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, no validation (val_size=0), "
+                f"{row['seconds']:.0f} s")
     mark = " (best so far)" if improved else ""
     return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss {row['val_loss']:.3f}, "
             f"box AP {row['bbox_AP']:.3f}, mask AP {row['segm_AP']:.3f}, {row['seconds']:.0f} s{mark}")

@@ -158,12 +158,20 @@ def _resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def _evaluation_data(args: argparse.Namespace, checkpoint: dict, config_path: Path | None):
-    """The held-out split of the run's config (the same one chapter 5 evaluates), on ``--data`` if given."""
+def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path: Path, config_path: Path | None):
+    """The run's test images and where their list comes from, on ``--data`` if given.
+
+    The list is the ``test`` entry of the ``split.json`` beside the checkpoint (in the run folder) when there
+    is one, else the test split recomputed from the run's config (:func:`pedseg_lib.engine.test_split`,
+    the same one chapter 5 evaluates).
+
+    Returns:
+        ``(dataset, source)``: an unaugmented Subset and a few words naming where its indices come from.
+    """
     import dataclasses
 
     from pedseg_lib.config import TrainConfig, load_config
-    from pedseg_lib.engine import test_split
+    from pedseg_lib.engine import SPLIT_FILE, load_split, test_split
 
     if config_path is not None:
         cfg = load_config(config_path)
@@ -178,7 +186,21 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, config_path: Pa
         from pedseg_lib.profiles import get_profile
 
         root = get_profile().ensure_data()
-    return test_split(dataclasses.replace(cfg, data_root=str(root)))
+    split_path = checkpoint_path.parent / SPLIT_FILE
+    if not split_path.is_file():
+        return test_split(dataclasses.replace(cfg, data_root=str(root))), "recomputed from the run's config"
+    from torch.utils.data import Subset
+
+    from pedseg_lib.data import PennFudanDataset, build_transforms
+    from pedseg_lib.profiles import find_dataset
+
+    found = find_dataset(root)
+    if found is None:
+        raise PedsegError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "
+                          "or pass --data DIR")
+    dataset = PennFudanDataset(found, transforms=build_transforms(False))
+    test = load_split(split_path, dataset_size=len(dataset))["test"]
+    return Subset(dataset, test), f"from {split_path}"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -191,17 +213,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
-    dataset = _evaluation_data(args, checkpoint, config_path)
+    dataset, source = _evaluation_data(args, checkpoint, checkpoint_path, config_path)
     predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
                                   score_threshold=args.score_threshold, progress=not args.quiet)
     result = coco_evaluate(dataset, predictions)
     for iou_type in ("bbox", "segm"):
-        print(f"== {iou_type} ({len(dataset)} test images, {checkpoint_path}, {device.type}) ==")
+        print(f"== {iou_type} ({len(dataset)} test images {source}, {checkpoint_path}, {device.type}) ==")
         print(result.table(iou_type))
     if args.out:
         from pedseg_lib._io import atomic_write_json
 
-        atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "num_images": len(dataset), **result.to_dict()})
+        atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "num_images": len(dataset),
+                                     "test_images": source, "image_ids": [int(i) for i in dataset.indices],
+                                     **result.to_dict()})
         print(f"wrote {args.out}")
     return 0
 
@@ -283,7 +307,9 @@ def add_cli_commands(subparsers: Any) -> None:
     """Add ``evaluate`` and ``predict`` to the ``pedseg`` command's sub-parsers."""
     p = subparsers.add_parser("evaluate", help="COCO box and mask AP of a checkpoint on the test split",
                               description="Evaluate a run folder (its best.pt, else last.pt) or a checkpoint file on "
-                                          "the test split of its configuration and print the COCO tables.")
+                                          "the run's test images (the test list of the split.json beside the "
+                                          "checkpoint, else the test split of its configuration) and print the "
+                                          "COCO tables.")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run folder or .pt checkpoint")
     p.add_argument("--data", metavar="DIR", help="Penn-Fudan folder (default: the run's data root or the profile's)")
     p.add_argument("--out", metavar="FILE.json", help="also write the metrics and per-image AP as JSON")

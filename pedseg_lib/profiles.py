@@ -16,14 +16,16 @@ and falls back to ``smoke`` when the dataset or the COCO weights cannot be had; 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.error
 import urllib.request
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from pedseg_lib.config import load_preset, project_root
 
 ENV_PROFILE = "PEDSEG_PROFILE"
 ENV_DATA = "PEDSEG_DATA"
@@ -80,7 +82,6 @@ class Profile:
             :class:`pedseg_lib.model.WeightsCheck` per file: the preset's detector, and the ImageNet
             backbone of chapter 3's comparison. Empty in smoke (random weights).
         """
-        from pedseg_lib.config import load_preset
         from pedseg_lib.model import check_weights_file, pretrained_urls
 
         if not self.pretrained:
@@ -137,15 +138,6 @@ def find_dataset(path: str | os.PathLike) -> Path | None:
     for candidate in (path, path / "PennFudanPed"):
         if (candidate / "PNGImages").is_dir() and (candidate / "PedMasks").is_dir():
             return candidate
-    return None
-
-
-def project_root() -> Path | None:
-    """The checkout this code runs from (the folder with ``_toc.yml``), searched upwards from cwd."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").is_file() and (folder / "pedseg_lib").is_dir():
-            return folder
     return None
 
 

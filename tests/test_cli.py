@@ -58,6 +58,11 @@ def test_bad_override(capsys):
     _one_line_error(*_run(capsys, "train", "--set", "epochs=many"), "'epochs'.*'many'")
 
 
+def test_patience_without_validation_images(capsys):
+    _one_line_error(*_run(capsys, "train", "--preset", "tutorial", "--set", "patience=3"),
+                    r"'patience' \(3\) needs validation images but 'val_size' is 0: set val_size=N")
+
+
 def test_bad_config_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [0.1\n")

@@ -24,15 +24,19 @@ def test_tutorial_preset_is_the_official_recipe():
     assert (cfg.scheduler, cfg.step_size, cfg.gamma, cfg.epochs) == ("step", 3, 0.1, 2)
     assert cfg.warmup_iters is None and cfg.warmup_factor == 0.001  # None = min(1000, len(loader) - 1)
     assert cfg.hflip == 0.5 and not cfg.amp and cfg.scale_jitter is None
+    # It trains on every non-test image and selects nothing: its model is the last epoch.
+    assert (cfg.test_size, cfg.val_size, cfg.patience, cfg.max_train_images) == (50, 0, None, None)
 
 
 def test_other_presets():
     best, cpu, smoke = load_preset("best"), load_preset("cpu"), load_preset("smoke")
-    assert best.variant == "v2" and best.scheduler == "cosine" and best.amp and best.patience
-    assert best.scale_jitter and best.photometric and best.epochs >= 20
-    assert cpu.weights == "coco" and cpu.min_size < 800 and cpu.epochs == 1
+    assert best.variant == "v2" and best.scheduler == "cosine" and best.amp and best.patience == 6
+    assert best.scale_jitter and best.photometric and best.epochs >= 20 and best.val_size == 20
+    assert cpu.weights == "coco" and cpu.min_size == 480 and cpu.epochs == 1
+    assert (cpu.max_train_images, cpu.val_size, cpu.test_size) == (40, 20, 50)
     assert smoke.weights is None and smoke.min_size <= 192 and smoke.max_train_images == 8
-    assert smoke.max_val_images == 4 and smoke.clip_grad_norm and smoke.warmup_iters
+    assert (smoke.test_size, smoke.val_size, smoke.max_val_images) == (4, 4, None)
+    assert smoke.clip_grad_norm and smoke.warmup_iters
     assert {load_preset(p).preset for p in PRESETS} == set(PRESETS)
 
 
@@ -62,6 +66,9 @@ def test_overrides_are_parsed_and_typed():
         ("variant=v3", "'variant'.*'v3' is not valid"),
         ("weights=imagnet", "'weights'.*'imagnet' is not valid"),
         ("scale_jitter=[1.2,0.8]", "'scale_jitter'.*not valid"),
+        ("val_size=-1", "'val_size'.*-1 is not valid"),
+        ("val_size=2.5", "'val_size'.*2.5 .float. is not a int"),
+        ("patience=3", "'patience'.*'val_size' is 0: set val_size=N .* or patience=null"),
         ("lr", "'lr' is not key=value"),
         ("lr=[0.1", "not valid YAML"),
     ],
@@ -108,6 +115,17 @@ def test_missing_yaml_file(tmp_path):
 def test_dataclass_validates_on_construction():
     with pytest.raises(ConfigError, match="'batch_size'"):
         TrainConfig(batch_size=0)
+
+
+def test_val_size_defaults_to_no_validation_and_patience_needs_it(tmp_path):
+    assert TrainConfig().val_size == 0
+    assert apply_overrides(load_preset("tutorial"), ["val_size=20", "patience=3"]).patience == 3
+    with pytest.raises(ConfigError, match="'patience'.*'val_size'"):
+        apply_overrides(load_preset("best"), ["val_size=0"])  # best keeps patience=6
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: tutorial\npatience: 2\n")
+    with pytest.raises(ConfigError, match="'patience'.*'val_size'"):
+        load_config(path)
 
 
 def test_config_for_profile(synthetic_root, tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ def test_two_process_gloo_run_writes_one_set_of_files(synthetic_root, tmp_path):
 
     files = sorted(p.name for p in out.iterdir())
     assert files == ["best.pt", "config.yaml", "history.json", "history_epochs.csv", "history_iterations.csv",
-                     "last.pt"]
+                     "last.pt", "split.json"]
     assert proc.stdout.count("run folder:") == 1  # only rank 0 reports
     history = json.loads((out / "history.json").read_text())
     # 4 images, batch 2, split over 2 processes: one iteration per epoch (one process would need two).

@@ -12,7 +12,7 @@ from torch.utils.data import Subset
 
 from pedseg_lib import data, engine
 from pedseg_lib.config import apply_overrides, load_preset
-from pedseg_lib.errors import NonFiniteLossError, PedsegError
+from pedseg_lib.errors import ConfigError, NonFiniteLossError, PedsegError
 
 HEADS = ("backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor",
          "roi_heads.mask_head", "roi_heads.mask_predictor")
@@ -22,7 +22,7 @@ EPOCH_KEYS = ["epoch", "train_loss", "val_loss", *(f"val_{k}" for k in engine.LO
 
 
 def tiny_config(root, out, *extra):
-    """Two training images, one validation image, 128 px: a few seconds per epoch on a CPU."""
+    """Two training images, one validation image (of the smoke preset's 4), 128 px: a few seconds per epoch."""
     return apply_overrides(load_preset("smoke"), [
         f"data_root={root}", f"output_dir={out}", "min_size=128", "max_size=160", "max_train_images=2",
         "max_val_images=1", "batch_size=1", "epochs=2", "warmup_iters=2", *extra,
@@ -77,6 +77,24 @@ def test_overfits_a_few_images_and_every_head_learns(synthetic_root):
         assert norms and sum(norms) > 0, f"{head} received no gradient"
 
 
+def test_amp_on_the_cpu_trains_under_bfloat16_autocast(synthetic_root):
+    """amp=True on a CPU: the forward pass runs in bfloat16 (no GradScaler), the losses stay finite."""
+    from pedseg_lib.model import build_model
+
+    dataset = Subset(data.PennFudanDataset(synthetic_root, transforms=data.build_transforms(False)), [0, 1])
+    loader = data.create_loader(dataset, batch_size=2, shuffle=False)
+    seen = []
+    for amp in (False, True):
+        torch.manual_seed(0)
+        model = build_model(weights=None, min_size=128, max_size=160)
+        handle = model.backbone.body.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        records = engine.train_one_epoch(model, optimizer, loader, "cpu", 1, amp=amp)
+        handle.remove()
+        assert all(math.isfinite(r["loss"]) for r in records)
+    assert seen == [torch.float32, torch.bfloat16]
+
+
 def _weights(path):
     from pedseg_lib.model import load_checkpoint
 
@@ -106,7 +124,7 @@ def test_resume_gives_the_same_weights_and_history(synthetic_root, tmp_path):
 
     # The run folder holds what the contract lists, in the agreed shapes.
     files = {p.name for p in (tmp_path / "split").iterdir()}
-    assert files == {"config.yaml", "last.pt", "best.pt", "history.json", "history_iterations.csv",
+    assert files == {"config.yaml", "split.json", "last.pt", "best.pt", "history.json", "history_iterations.csv",
                      "history_epochs.csv"}
     history = json.loads((tmp_path / "split" / "history.json").read_text())
     assert [r["iteration"] for r in history["iterations"]] == [1, 2, 3, 4]  # 2 images, batch 1, 2 epochs
@@ -119,6 +137,12 @@ def test_resume_gives_the_same_weights_and_history(synthetic_root, tmp_path):
     # Resuming a finished run trains nothing more.
     again = engine.fit(cfg, resume=True, progress=False)
     assert again.history["iterations"] == resumed.history["iterations"]
+
+    # A resumed run keeps its split: a config that selects other images is refused before anything is written.
+    before = (tmp_path / "split" / "split.json").read_text()
+    with pytest.raises(ConfigError, match=r"cannot resume: .*split.json records other images.*val_size"):
+        engine.fit(apply_overrides(cfg, ["val_size=2", "epochs=3"]), resume=True, progress=False)
+    assert (tmp_path / "split" / "split.json").read_text() == before
 
 
 def _nan_at(k, build):
@@ -155,7 +179,7 @@ def test_nan_loss_names_the_batch_and_keeps_the_checkpoint(synthetic_root, tmp_p
     monkeypatch.setattr(M, "build_model", _nan_at(1, build))
     with pytest.raises(NonFiniteLossError) as info:
         engine.fit(apply_overrides(cfg, ["epochs=2"]), resume=True, progress=False)
-    train_ids, _ = data.split_indices(12, cfg.test_size, cfg.split_seed)
+    train_ids = engine.run_split(cfg)["train"]  # training images only: no validation or test image
     assert sorted(info.value.image_ids) == train_ids[:2] and info.value.iteration == 2
     assert math.isnan(info.value.losses["loss"]) and "images" in str(info.value)
 
@@ -216,5 +240,7 @@ def test_test_split_is_the_whole_held_out_split(synthetic_root, tmp_path):
     test = engine.test_split(cfg)
     train_idx, test_idx = data.split_indices(12, 3, cfg.split_seed)
     assert list(test.indices) == test_idx and not set(test_idx) & set(train_idx)
+    split = engine.run_split(cfg)
+    assert split["test"] == test_idx and not set(test_idx) & set(split["val"] + split["train"])
     image, target = test[0]
     assert int(target["image_id"]) == test_idx[0] and image.shape[0] == 3

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from pedseg_lib.cli import main
-from pedseg_lib.data import PennFudanDataset
+from pedseg_lib.data import PennFudanDataset, split_indices
 from pedseg_lib.model import build_model, save_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -62,8 +62,43 @@ def test_evaluate_prints_tables_and_writes_json(checkpoint, tmp_path, capsys):
     assert main(["evaluate", str(checkpoint), "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "== bbox" in text and "== segm" in text and text.count("Average Precision") == 12
+    assert "3 test images recomputed from the run's config" in text  # no split.json beside this checkpoint
     metrics = json.loads(out.read_text())
     assert metrics["num_images"] == 3 and set(metrics["stats"]) == {"bbox", "segm"}
+    _, test = split_indices(12, 3, 0)
+    assert metrics["image_ids"] == test and sorted(map(int, metrics["per_image"])) == test
+
+
+@pytest.fixture()
+def run_folder(checkpoint, synthetic_root, tmp_path):
+    """A run folder (best.pt, config.yaml, split.json) whose split.json names test images [0, 5]: not the
+    test split its config would give, so the evaluated images show where they came from."""
+    from pedseg_lib.config import apply_overrides, load_preset, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(checkpoint.read_bytes())
+    save_config(apply_overrides(load_preset("smoke"), [f"data_root={synthetic_root}", "test_size=3"]),
+                run / "config.yaml")
+    (run / "split.json").write_text(json.dumps({"train": [1, 2], "val": [3], "test": [0, 5]}))
+    return run
+
+
+def test_evaluate_uses_the_runs_split_json(run_folder, tmp_path, capsys):
+    for target in (run_folder, run_folder / "best.pt"):  # a run folder, or a checkpoint beside its split.json
+        out = tmp_path / "m.json"
+        assert main(["evaluate", str(target), "--out", str(out), "--quiet"]) == 0
+        metrics = json.loads(out.read_text())
+        assert metrics["image_ids"] == [0, 5] and metrics["num_images"] == 2
+        assert sorted(map(int, metrics["per_image"])) == [0, 5]
+        assert f"== segm (2 test images from {run_folder / 'split.json'}" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_split_json_outside_the_dataset(run_folder, capsys):
+    (run_folder / "split.json").write_text(json.dumps({"train": [1], "val": [], "test": [0, 40]}))
+    assert main(["evaluate", str(run_folder), "--quiet"]) == 2
+    line = _error(capsys)
+    assert str(run_folder / "split.json") in line and "[40] outside the dataset of 12 images" in line
 
 
 def test_missing_checkpoint(images, tmp_path, capsys):
