@@ -56,9 +56,10 @@ print(profile.banner())
 # %% [markdown]
 # ## The model under test
 #
-# Chapter 4 kept the epoch with the best validation mask AP in `runs/<preset>/best.pt`.
-# {py:func}`pedseg_lib.engine.load_or_train` loads it when it was trained with this profile's exact config, and
-# otherwise trains the preset first (so this chapter also runs on its own, in Colab for instance).
+# Chapter 4 kept its model in `runs/<preset>/best.pt`: the epoch with the best validation mask AP, or the last
+# epoch for a preset without validation images (`tutorial`, like the official recipe). Neither choice read a
+# test image. {py:func}`pedseg_lib.engine.load_or_train` loads it when it was trained with this profile's exact
+# config, and otherwise trains the preset first (so this chapter also runs on its own, in Colab for instance).
 
 # %%
 import matplotlib.pyplot as plt
@@ -76,8 +77,10 @@ print(f"checkpoint: {trained.checkpoint} (epoch {trained.epoch} of {cfg.epochs},
 # %% [markdown]
 # ## Predictions on the test split
 #
-# The test split is the part of the seeded split that training never touched
-# ({py:func}`pedseg_lib.engine.test_split`). {py:func}`pedseg_lib.inference.predict_dataset` runs the model on
+# The test split is the part of the seeded split that nothing has read so far: not training, not the choice of
+# the checkpoint ({py:func}`pedseg_lib.engine.test_split`; the run folder's `split.json` lists its images).
+# This chapter reads it to report the model, and decides nothing on it.
+# {py:func}`pedseg_lib.inference.predict_dataset` runs the model on
 # it in batches under `torch.inference_mode()`. The score threshold is deliberately low (0.05): average
 # precision sweeps over *all* confidence levels, so dropping low-scoring detections early would only hide
 # part of the curve.
@@ -234,24 +237,42 @@ if profile.is_smoke:
 # AP needs no threshold, but an application does: `pedseg predict` keeps detections scoring at least 0.5 by
 # default. A higher threshold drops false positives and misses more pedestrians. Counting both at every
 # threshold ({py:func}`pedseg_lib.evaluation.score_threshold_sweep`) shows the trade-off; the F1 score (the
-# harmonic mean of precision and recall) picks a balanced point. Choose on validation images rather than on
-# the test split when you report a test number, and move the threshold towards precision or recall as the
-# application needs (counting people wants both; an alarm wants recall).
+# harmonic mean of precision and recall) picks a balanced point.
+#
+# The threshold is a decision, so it is chosen on the run's validation images
+# ({py:func}`pedseg_lib.engine.decision_split` says which images a run may decide on), and only then applied,
+# once, to the test images. Choosing it on the test images would tune it to exactly the images that report
+# it, and the reported precision and recall would be optimistic. In practice, move the threshold towards
+# precision or recall as the application needs (counting people wants both; an alarm wants recall).
 
 # %%
 from pedseg_lib.evaluation import score_threshold_sweep
 from pedseg_lib.visualize import plot_threshold_sweep
 
-sweep = score_threshold_sweep(test_set, predictions)
+decision_set, why = engine.decision_split(cfg)
+print(why)
+decision_predictions = predict_dataset(model, decision_set, score_threshold=0.05, progress=True)
+sweep = score_threshold_sweep(decision_set, decision_predictions)
 plot_threshold_sweep(sweep)
 plt.show()
+chosen = sweep["best"]
 at = {t: k for k, t in enumerate(sweep["threshold"])}
-for t in sorted({0.5, sweep["best"]} & set(at)):  # the default and the best-F1 threshold
+for t in sorted({0.5, chosen} & set(at)):  # the default and the best-F1 threshold
     k = at[t]
-    print(f"threshold {t:.2f}: precision {sweep['precision'][k]:.3f}, recall {sweep['recall'][k]:.3f}, "
-          f"F1 {sweep['f1'][k]:.3f}, {sweep['kept'][k]} detections kept")
+    print(f"{len(decision_set)} decision images, threshold {t:.2f}: precision {sweep['precision'][k]:.3f}, "
+          f"recall {sweep['recall'][k]:.3f}, F1 {sweep['f1'][k]:.3f}, {sweep['kept'][k]} detections kept")
 if profile.is_smoke:
     print("SMOKE PROFILE: an untrained model - this trade-off is meaningless.")
+
+# %% [markdown]
+# The chosen threshold, applied once to the test images (the same matching as in the mistakes section above):
+
+# %%
+test_errors = find_errors(test_set, predictions, iou=0.5, score_threshold=chosen)
+tp, fp, fn = (sum(len(e[kind]) for e in test_errors.values()) for kind in ("tp", "fp", "fn"))
+print(f"{len(test_set)} test images at threshold {chosen:.2f} (chosen on the decision images): {tp} true "
+      f"positives, {fp} false positives, {fn} missed; precision {tp / (tp + fp) if tp + fp else float('nan'):.3f}, "
+      f"recall {tp / (tp + fn) if tp + fn else float('nan'):.3f}")
 
 # %% [markdown]
 # ## An image from outside the dataset
@@ -359,7 +380,8 @@ print(official_comparison(evaluation, cfg, synthetic=profile.synthetic))
 #    disappear, which remain, and which threshold would you ship for counting pedestrians?
 # 2. Open the shortest "background" false positives in the gallery. How many are people the annotators left
 #    out? Recompute the mask AP with those images removed from `test_set`.
-# 3. Evaluate `runs/<preset>/last.pt` as well as `best.pt` with `pedseg evaluate`. Do the test numbers agree
-#    with the validation choice chapter 4 made?
+# 3. Evaluate `runs/<preset>/last.pt` as well as `best.pt` with `pedseg evaluate` (for a multi-epoch run such as
+#    `best`). If `last.pt` scores higher on the test images, why would shipping it instead make the reported
+#    test AP optimistic? What would you have to do to choose between them honestly?
 # 4. Run `pedseg predict` on a folder of your own street photos. Where does the model fail, and would more
 #    training data or a longer schedule help (chapter 4, the `best` preset)?
