@@ -15,6 +15,7 @@ Stand-ins prove control flow and timing, never accuracy.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
@@ -62,33 +63,62 @@ def _run(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> d
             "log": str(log.relative_to(ROOT)), "tail": tail if rc else []}
 
 
-def _cell_seconds(cell: dict) -> float | None:
-    """Wall time of one executed cell from nbclient's timing metadata."""
-    from datetime import datetime
+# An IPython start-up file for the chapters' kernels (through IPYTHONDIR): it appends the wall time of every cell
+# to the file named by PEDSEG_CELL_TIMES. The book itself is untouched; the times are matched to the chapters by
+# cell source afterwards.
+CELL_TIMER = """\
+import json, os, time
 
-    timing = cell.get("metadata", {}).get("execution", {})
-    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
-    if not (start and end):
-        return None
-    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
-    return (parse(end) - parse(start)).total_seconds()
+_pedseg_timing = {}
 
 
-def _chapters(cache_dir: Path) -> dict[str, dict]:
-    """Per chapter: execution time and slowest cell, read from the build's jupyter-cache."""
-    from jupyter_cache import get_cache
+def _pedseg_pre(info):
+    _pedseg_timing.update(start=time.perf_counter(), source=info.raw_cell)
 
-    found = {}
-    if not cache_dir.is_dir():
-        return found
-    cache = get_cache(str(cache_dir))
-    for record in cache.list_cache_records():
-        name = Path(record.uri).stem
-        bundle = cache.get_cache_bundle(record.pk)
-        cells = [c for c in bundle.nb.cells if c.cell_type == "code"]
-        times = [t for t in (_cell_seconds(c) for c in cells) if t is not None]
-        found[name] = {"seconds": round(record.data.get("execution_seconds") or sum(times), 1),
-                       "slowest_cell_s": round(max(times), 1) if times else None}
+
+def _pedseg_post(result):
+    if "start" in _pedseg_timing:
+        record = {"pid": os.getpid(), "seconds": time.perf_counter() - _pedseg_timing.pop("start"),
+                  "source": _pedseg_timing.pop("source")}
+        with open(os.environ["PEDSEG_CELL_TIMES"], "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\\n")
+
+
+if os.environ.get("PEDSEG_CELL_TIMES"):
+    get_ipython().events.register("pre_run_cell", _pedseg_pre)
+    get_ipython().events.register("post_run_cell", _pedseg_post)
+"""
+
+
+def _install_cell_timer(folder: Path) -> Path:
+    """An IPYTHONDIR whose default profile runs CELL_TIMER at kernel start."""
+    startup = folder / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-pedseg-cell-timer.py").write_text(CELL_TIMER, encoding="utf-8")
+    return folder
+
+
+def _chapters(times_file: Path, chapters: list[str]) -> dict[str, dict]:
+    """Per chapter: the summed cell time and the slowest cell, from the kernel-side cell timer."""
+    import nbformat
+
+    sources = {}
+    for name in chapters:
+        notebook = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                sources.setdefault(cell.source.strip(), name)
+    found: dict[str, dict] = {}
+    lines = times_file.read_text(encoding="utf-8").splitlines() if times_file.is_file() else []
+    for line in lines:
+        record = json.loads(line)
+        name = sources.get(record["source"].strip())
+        if name is None:
+            continue
+        chapter = found.setdefault(name, {"seconds": 0.0, "cells": 0, "slowest_cell_s": 0.0})
+        chapter["seconds"] = round(chapter["seconds"] + record["seconds"], 1)
+        chapter["cells"] += 1
+        chapter["slowest_cell_s"] = round(max(chapter["slowest_cell_s"], record["seconds"]), 1)
     return found
 
 
@@ -97,11 +127,10 @@ def _check_pages(html_dir: Path, chapters: list[str]) -> dict[str, dict]:
     checks = {}
     for name in chapters:
         page = html_dir / "book" / f"{name}.html"
-        text = page.read_text(encoding="utf-8", errors="replace") if page.is_file() else ""
+        text = html.unescape(page.read_text(encoding="utf-8", errors="replace")) if page.is_file() else ""
         profiles = sorted(set(re.findall(r"pedseg profile: (\w+)", text)))
-        checks[name] = {"page": page.is_file(), "profiles": profiles,
-                        "standin_warning": STANDIN_WARNING in text.replace("&#8217;", "'").replace("&#x27;", "'"),
-                        "traceback": "Traceback (most recent call last)" in text or "ename" in text}
+        checks[name] = {"page": page.is_file(), "profiles": profiles, "standin_warning": STANDIN_WARNING in text,
+                        "traceback": "Traceback (most recent call last)" in text or 'class="output traceback' in text}
     return checks
 
 
@@ -170,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         written = write_standin_weights(torch_home, args.data)
         report["standin_seconds"] = round(time.perf_counter() - tic, 1)
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        times_file = OUT / "cell_times.jsonl"
         env.update(TORCH_HOME=str(torch_home), PEDSEG_PROFILE="cpu", PEDSEG_DATA=str(Path(args.data).resolve()),
-                   PEDSEG_RUNS=str(OUT / "runs"), PYTHONUNBUFFERED="1")
+                   PEDSEG_RUNS=str(OUT / "runs"), PYTHONUNBUFFERED="1", PEDSEG_CELL_TIMES=str(times_file),
+                   IPYTHONDIR=str(_install_cell_timer(torch_home / "ipython")))
         weights = subprocess.run(
             [sys.executable, "-c", "from pedseg_lib.profiles import get_profile\n"
              "for c in get_profile().weights_checks(): print(c.status, c.path.name)"],
@@ -186,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             report["book"] = {"seconds": 0.0, "rc": None}
         else:
             report["book"] = _run("book", book_cmd, env, logs)
-        report["chapters"] = _chapters(OUT / "_build" / ".jupyter_cache" / "cpu")
+        report["chapters"] = _chapters(times_file, chapters)
         report["pages"] = {} if args.skip_book else _check_pages(OUT / "_build" / "html", chapters)
 
         commands = []

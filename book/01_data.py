@@ -25,11 +25,11 @@
 # - Measure the dataset (instances, box sizes, image sizes) from the masks themselves.
 # - Split it reproducibly and augment it without breaking image/box/mask alignment.
 #
-# | Profile | Time to run (estimate) |
+# | Profile | Time to run |
 # |---|---|
 # | smoke | under 1 minute |
-# | cpu | about 1 minute |
-# | tutorial | about 1 minute |
+# | cpu | about 10 seconds (measured by `bash .ci/rehearse` on 2 CPU cores) |
+# | tutorial | about 1 minute (estimate) |
 
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.

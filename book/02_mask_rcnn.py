@@ -26,11 +26,11 @@
 # - See how a 28x28 mask logit map becomes a full-resolution mask.
 # - Check what the COCO-trained model already recognises as `person` before any fine-tuning.
 #
-# | Profile | Time to run (estimate) |
+# | Profile | Time to run |
 # |---|---|
 # | smoke | under 1 minute (random weights, 320-pixel input) |
-# | cpu | about 1 minute after the 170 MB weights download |
-# | tutorial | under 1 minute after the weights download |
+# | cpu | about 15 seconds after the 170 MB weights download (measured by `bash .ci/rehearse` on 2 CPU cores) |
+# | tutorial | under 1 minute after the weights download (estimate) |
 
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.

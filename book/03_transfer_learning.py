@@ -25,11 +25,11 @@
 # - Understand what `trainable_backbone_layers` freezes, and why torchvision freezes batch norm.
 # - Measure what pretraining buys: the same short budget from COCO weights, ImageNet-only weights and scratch.
 #
-# | Profile | Time to run (estimate) |
+# | Profile | Time to run |
 # |---|---|
 # | smoke | under 1 minute (three tiny random-weight runs) |
-# | cpu | about 20-30 minutes (three runs of 30 images, 1 epoch, 480 px) |
-# | tutorial | about 10 minutes on a GPU (three runs of 2 epochs) |
+# | cpu | about 3 minutes: three runs of 16 images, 1 epoch, 320 px (measured by `bash .ci/rehearse` on 2 CPU cores) |
+# | tutorial | about 10 minutes on a GPU: three runs of 2 epochs (estimate) |
 
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.

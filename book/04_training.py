@@ -26,10 +26,10 @@
 # - Know what a run folder holds, how a run resumes and how early stopping decides.
 # - Run the same training from the command line, and on several GPUs with `torchrun`.
 #
-# | Profile | Time to run (estimate) |
+# | Profile | Time to run |
 # |---|---|
 # | smoke | 1-2 minutes on 2 CPU cores |
-# | cpu | 15-25 minutes on 2 CPU cores (estimate from per-step timings, not measured end to end) |
+# | cpu | about 4 minutes: 40 images, 1 epoch, 480 px (measured by `bash .ci/rehearse` on 2 CPU cores) |
 # | tutorial | a few minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]

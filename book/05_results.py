@@ -27,10 +27,10 @@
 # - Use the model on any image, from Python and with the `pedseg predict` command.
 # - Compare a run with the official PyTorch tutorial's published numbers, and know when such a comparison holds.
 #
-# | Profile | Time to run (estimate) |
+# | Profile | Time to run |
 # |---|---|
 # | smoke | under 2 minutes on 2 CPU cores |
-# | cpu | 2-4 minutes on 2 CPU cores with chapter 4's run (estimate: inference took 2.1 s per 480 px image here, 50 test images); add chapter 4's time without it |
+# | cpu | about 3-4 minutes with chapter 4's run (measured by `bash .ci/rehearse` on 2 CPU cores); add chapter 4's time without it |
 # | tutorial | under a minute on a Colab T4 GPU with chapter 4's run (estimate) |
 
 # %% tags=["colab"]
