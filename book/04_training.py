@@ -160,7 +160,7 @@ glue("step_ratio", f"{tutorial_steps / cpu_steps:.0f}", display=False)
 #   threshold honestly; the training set is 20 images smaller for it.
 #
 # These effects are argued, not yet measured: this page cannot run the 800-pixel recipe on a CPU within its
-# budget. Exercise 5 measures them on a GPU.
+# budget. Exercise 4 measures them on a GPU.
 
 # %% [markdown]
 # ## Five losses
@@ -394,11 +394,9 @@ print(out.stdout or out.stderr)
 #
 # 1. Train with `warmup_iters=0` and `lr=0.02` (`apply_overrides(cfg, [...])`). What happens to the first
 #    iterations' losses? Does the engine stop, and which images does it name?
-# 2. Plot `loss_mask` against `loss_classifier` for your run. Which one is still falling at the end, and what
-#    would you change to train it longer?
-# 3. Interrupt a `cpu` run with the stop button after its first epoch, then resume it with
-#    `engine.fit(cfg, resume=True)`. Compare `history_epochs.csv` with an uninterrupted run.
-# 4. Run the `best` preset with `patience=2` on a GPU and read `history["status"]`. Which epoch did `best.pt` keep?
-# 5. On a GPU, measure what the `cpu` recipe gives up: train `cpu` with `min_size=800, max_size=1333`, then
+# 2. Train the `cpu` preset with `epochs=3`, interrupt it with the stop button after its first epoch, then
+#    resume it with `engine.fit(cfg, resume=True)`. Compare `history_epochs.csv` with an uninterrupted run.
+# 3. Run the `best` preset with `patience=2` on a GPU and read `history["status"]`. Which epoch did `best.pt` keep?
+# 4. On a GPU, measure what the `cpu` recipe gives up: train `cpu` with `min_size=800, max_size=1333`, then
 #    with `max_train_images=null`, then with `epochs=2`, and compare the validation mask AP of each with the
 #    `cpu` run's. Which change costs most?
