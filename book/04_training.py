@@ -104,9 +104,9 @@ print("disjoint:", not (set(split["train"]) & set(split["val"]) or set(split["tr
 # %% [markdown]
 # ## The cpu recipe, and what it gives up
 #
-# The official recipe takes about 14 seconds per training step on a 2-core CPU at 800 pixels, so its two
-# epochs would take most of an hour. The `cpu` preset makes it fit a laptop or a free Colab runtime by
-# changing a few values; the table computes what each change saves on this data:
+# The official recipe is sized for a GPU: on a laptop CPU, two epochs over every training image at 800 pixels
+# take far longer than a reader wants to wait for a chapter. The `cpu` preset makes it fit a laptop or a free
+# Colab runtime by changing a few values; the table computes what each change saves on this data:
 
 # %%
 import math
@@ -140,19 +140,19 @@ print(f"images whose shorter side is at most {cpu_recipe.min_size} px: {native_b
 glue("native_below", native_below, display=False)
 glue("n_short_sides", len(short_sides), display=False)
 glue("cpu_val", cpu_recipe.val_size, display=False)
-glue("pixel_ratio", f"{pixel_ratio:.2f}", display=False)
-glue("size_ratio", f"{cpu_recipe.min_size / tutorial_recipe.min_size:.1f}", display=False)
-glue("step_ratio", f"{tutorial_steps / cpu_steps:.0f}", display=False)
+glue("pixel_ratio", pixel_ratio, display=False)
+glue("size_ratio", cpu_recipe.min_size / tutorial_recipe.min_size, display=False)
+glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 
 # %% [markdown]
 # What each change costs in accuracy, and why:
 #
-# - **Input size.** The model sees {glue}`pixel_ratio` times the pixels of the recipe, and a step costs about
+# - **Input size.** The model sees {glue:text}`pixel_ratio:.2f` times the pixels of the recipe, and a step costs about
 #   that much less. Nothing of the photographs is lost: {glue}`native_below` of the {glue}`n_short_sides`
 #   images are at most that size to begin with, so the recipe's 800 pixels only enlarge them. What changes is
-#   the apparent size of the pedestrians, {glue}`size_ratio` times the recipe's. Penn-Fudan's pedestrians are large
+#   the apparent size of the pedestrians, {glue:text}`size_ratio:.1f` times the recipe's. Penn-Fudan's pedestrians are large
 #   (chapter 1), so this should cost little; small, distant people would suffer first.
-# - **Fewer images and one epoch.** {glue}`step_ratio` times fewer training steps. This is the change that costs
+# - **Fewer images and one epoch.** {glue:text}`step_ratio:.0f` times fewer training steps. This is the change that costs
 #   most: the new predictors see each of the few training images once, and fewer examples of occlusion and
 #   unusual poses. The COCO weights already detect people well, which is why one short epoch still gives a
 #   useful model.
