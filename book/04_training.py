@@ -121,8 +121,8 @@ native_below = sum(side <= cpu_recipe.min_size for side in short_sides)
 pixel_ratio = (cpu_recipe.min_size / tutorial_recipe.min_size) ** 2
 
 
-def steps(recipe, total=len(short_sides)):
-    train = total - recipe.test_size - recipe.val_size
+def steps(recipe):
+    train = len(short_sides) - recipe.test_size - recipe.val_size
     train = min(train, recipe.max_train_images or train)
     return recipe.epochs * math.ceil(train / recipe.batch_size), train
 
@@ -191,8 +191,6 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 # Penn-Fudan training split, whatever profile this page runs in:
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 
 from pedseg_lib.engine import LRSchedule
@@ -317,8 +315,6 @@ plt.show()
 # half-written `last.pt`.
 
 # %%
-from pathlib import Path
-
 for path in sorted(Path(result.run_dir).iterdir()):
     print(f"{path.name:<24} {path.stat().st_size / 1e6:8.2f} MB")
 
