@@ -106,7 +106,7 @@ print("disjoint:", not (set(split["train"]) & set(split["val"]) or set(split["tr
 #
 # The official recipe is sized for a GPU: on a laptop CPU, two epochs over every training image at 800 pixels
 # take far longer than a reader wants to wait for a chapter. The `cpu` preset makes it fit a laptop or a free
-# Colab runtime by changing a few values; the table computes what each change saves on this data:
+# Colab runtime by changing a few values; the table computes what each change saves on Penn-Fudan's images:
 
 # %%
 import math
@@ -121,8 +121,11 @@ native_below = sum(side <= cpu_recipe.min_size for side in short_sides)
 pixel_ratio = (cpu_recipe.min_size / tutorial_recipe.min_size) ** 2
 
 
+PENNFUDAN_IMAGES = 170  # the size of the real dataset (chapter 1 counts it)
+
+
 def steps(recipe):
-    train = len(short_sides) - recipe.test_size - recipe.val_size
+    train = PENNFUDAN_IMAGES - recipe.test_size - recipe.val_size
     train = min(train, recipe.max_train_images or train)
     return recipe.epochs * math.ceil(train / recipe.batch_size), train
 
@@ -195,7 +198,6 @@ import matplotlib.pyplot as plt
 
 from pedseg_lib.engine import LRSchedule
 
-PENNFUDAN_IMAGES = 170  # the size of the real dataset (chapter 1 counts it)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for ax, name in zip(axes, ("tutorial", "best"), strict=True):
     recipe = load_preset(name)
