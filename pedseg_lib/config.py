@@ -29,6 +29,7 @@ WEIGHTS = ("coco", "imagenet", None)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_RUNS_DIR = "runs"  # run folders go to <checkout>/runs/<preset> unless output_dir (or PEDSEG_RUNS) says otherwise
 
 
 @dataclass
@@ -317,7 +318,7 @@ def project_root() -> Path | None:
 
 def default_output_dir(preset: str) -> Path:
     """``runs/<preset>`` in the project checkout, or in the working folder outside one."""
-    return (project_root() or Path.cwd()) / "runs" / preset
+    return (project_root() or Path.cwd()) / DEFAULT_RUNS_DIR / preset
 
 
 def config_for_profile(profile: Any) -> TrainConfig:

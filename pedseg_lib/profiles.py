@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pedseg_lib.config import load_preset, project_root
+from pedseg_lib.config import DEFAULT_RUNS_DIR, load_preset, project_root
 
 ENV_PROFILE = "PEDSEG_PROFILE"
 ENV_DATA = "PEDSEG_DATA"
@@ -35,7 +35,6 @@ DEFAULT_DATA_DIR = "data"
 SYNTHETIC_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "synthetic"
 SYNTHETIC_IMAGES = 24  # enough for a seeded split with a few test images
 ENV_RUNS = "PEDSEG_RUNS"
-DEFAULT_RUNS_DIR = "runs"
 REACH_TIMEOUT_S = 5.0
 
 
