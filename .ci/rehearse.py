@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: re-read the last rehearsal's outputs and rewrite its report")
     args = parser.parse_args(argv)
 
-    from pedseg_lib.profiles import find_dataset
+    from pedseg_lib.data import find_dataset
     from pedseg_lib.standin import write_standin_weights
 
     if args.report_only:

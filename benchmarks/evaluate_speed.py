@@ -27,9 +27,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import Subset
 
-from pedseg_lib.data import PennFudanDataset, build_transforms, make_synthetic_pennfudan, split_indices
+from pedseg_lib.data import (
+    PennFudanDataset,
+    build_transforms,
+    find_dataset,
+    make_synthetic_pennfudan,
+    split_indices,
+)
 from pedseg_lib.evaluation import coco_evaluate
-from pedseg_lib.profiles import find_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_evaluation import _jittered  # noqa: E402  (the same realistic detections the tests use)

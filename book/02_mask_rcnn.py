@@ -35,12 +35,12 @@
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.
 import os
-import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0"], check=True)
+    from IPython import get_ipython
+
+    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0'")
     import torch
 
     if torch.cuda.is_available():
@@ -66,9 +66,8 @@ print(profile.banner())
 import matplotlib.pyplot as plt
 import torch
 
-from pedseg_lib.data import PennFudanDataset
+from pedseg_lib.data import PennFudanDataset, find_dataset
 from pedseg_lib.model import COCO_PERSON, build_coco_model
-from pedseg_lib.profiles import find_dataset
 
 torch.manual_seed(0)
 weights = profile.weights("coco")

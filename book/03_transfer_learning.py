@@ -34,12 +34,12 @@
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.
 import os
-import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0"], check=True)
+    from IPython import get_ipython
+
+    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0'")
     import torch
 
     if torch.cuda.is_available():

@@ -282,7 +282,8 @@ def _run_dir(cfg: TrainConfig) -> Path:
 
 
 def _dataset_root(cfg: TrainConfig) -> Path:
-    from pedseg_lib.profiles import data_dir, find_dataset
+    from pedseg_lib.data import find_dataset
+    from pedseg_lib.profiles import data_dir
 
     root = Path(cfg.data_root) if cfg.data_root else data_dir()
     found = find_dataset(root)

@@ -191,8 +191,7 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path
         return test_split(dataclasses.replace(cfg, data_root=str(root))), "recomputed from the run's config"
     from torch.utils.data import Subset
 
-    from pedseg_lib.data import PennFudanDataset, build_transforms
-    from pedseg_lib.profiles import find_dataset
+    from pedseg_lib.data import PennFudanDataset, build_transforms, find_dataset
 
     found = find_dataset(root)
     if found is None:

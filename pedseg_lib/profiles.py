@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from pedseg_lib.config import DEFAULT_RUNS_DIR, load_preset, project_root
+from pedseg_lib.data.pennfudan import find_dataset
 
 ENV_PROFILE = "PEDSEG_PROFILE"
 ENV_DATA = "PEDSEG_DATA"
@@ -129,15 +130,6 @@ class Profile:
         if self.synthetic:
             return data.make_synthetic_pennfudan(self.data_root, n_images=SYNTHETIC_IMAGES, seed=0)
         return data.download_pennfudan(self.data_root.parent)
-
-
-def find_dataset(path: str | os.PathLike) -> Path | None:
-    """The Penn-Fudan folder at ``path``: ``path`` itself or ``path/PennFudanPed``, else None."""
-    path = Path(path)
-    for candidate in (path, path / "PennFudanPed"):
-        if (candidate / "PNGImages").is_dir() and (candidate / "PedMasks").is_dir():
-            return candidate
-    return None
 
 
 def data_dir() -> Path:

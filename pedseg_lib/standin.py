@@ -169,7 +169,7 @@ def write_standin_weights(torch_home: str | os.PathLike, data_root: str | os.Pat
     Raises:
         PedsegError: ``torch_home`` is the user's torch cache, or there is no dataset at ``data_root``.
     """
-    from pedseg_lib.profiles import find_dataset
+    from pedseg_lib.data import find_dataset
 
     torch_home = Path(torch_home).expanduser().resolve()
     if torch_home == _default_torch_home():

@@ -12,7 +12,7 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "PennFudanPed"
 
 
 def _real_data_root() -> Path | None:
-    from pedseg_lib.profiles import find_dataset
+    from pedseg_lib.data import find_dataset
 
     for candidate in (os.environ.get("PEDSEG_DATA"), SHARED_DATA):
         if candidate and (found := find_dataset(candidate)) is not None:

@@ -168,13 +168,27 @@ def test_synthetic_deterministic_and_stamped(tmp_path, synthetic_root):
 
 def test_transforms_keep_alignment(synthetic_root):
     torch.manual_seed(0)
-    ds = PennFudanDataset(synthetic_root, build_transforms(True, hflip=1.0, scale_jitter=[100]))
+    plain = PennFudanDataset(synthetic_root, build_transforms(False))
+    ds = PennFudanDataset(synthetic_root, build_transforms(True, hflip=1.0, photometric=True))
     image, t = ds[0]
-    assert image.dtype == torch.float32 and float(image.max()) <= 1
-    assert isinstance(t["masks"], tv_tensors.Mask) and min(image.shape[1:]) == 100
+    original, _ = plain[0]
+    assert image.dtype == torch.float32 and float(image.max()) <= 1 and image.shape == original.shape
+    assert isinstance(t["masks"], tv_tensors.Mask)
     recomputed = (t["masks"].long() * torch.arange(1, len(t["masks"]) + 1)[:, None, None]).sum(0)
     recomputed = mask_to_target(recomputed, 0)
-    assert (recomputed["boxes"] - t["boxes"]).abs().max() <= 1.5
+    # Flipped masks and flipped boxes still agree, up to one pixel: masks_to_boxes' x2 is an inclusive pixel
+    # index, while the flip maps box coordinates as continuous positions (x -> W - x).
+    assert (recomputed["boxes"] - t["boxes"]).abs().max() <= 1
+    assert torch.equal(t["masks"], plain[0][1]["masks"].flip(-1))
+
+
+def test_training_transforms_do_not_resize(synthetic_root):
+    """Resizing belongs to the model (min_size, and scale_jitter as factors of it), not to the pipeline."""
+    import inspect
+
+    assert "scale_jitter" not in inspect.signature(build_transforms).parameters
+    ds = PennFudanDataset(synthetic_root, build_transforms(True, hflip=0.0, photometric=True))
+    assert ds[0][0].shape == PennFudanDataset(synthetic_root)[0][0].shape
 
 
 def test_loader_reproducible(synthetic_root):

@@ -46,12 +46,12 @@ def _colab_cell() -> str:
     url = _config()["repository"]["url"]
     return f'''# Runs only in Google Colab: installs the companion library at the book's pinned release.
 import os
-import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "pedseg @ git+{url}@{_release_tag()}"], check=True)
+    from IPython import get_ipython
+
+    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+{url}@{_release_tag()}'")
     import torch
 
     if torch.cuda.is_available():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pedseg_lib import profiles
+from pedseg_lib import data, profiles
 from pedseg_lib._io import atomic_open, atomic_write_json
 from pedseg_lib.errors import ConfigError
 
@@ -30,9 +30,9 @@ def online(monkeypatch):
 
 def test_find_dataset_accepts_the_folder_or_its_parent(tmp_path):
     dataset = _fake_dataset(tmp_path)
-    assert profiles.find_dataset(tmp_path) == dataset
-    assert profiles.find_dataset(dataset) == dataset
-    assert profiles.find_dataset(tmp_path / "elsewhere") is None
+    assert data.find_dataset(tmp_path) == dataset
+    assert data.find_dataset(dataset) == dataset
+    assert data.find_dataset(tmp_path / "elsewhere") is None
 
 
 def test_unknown_profile_names_the_value(monkeypatch):

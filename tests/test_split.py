@@ -12,8 +12,8 @@ import torch
 
 from pedseg_lib import cli, data, engine
 from pedseg_lib.config import apply_overrides, load_preset
+from pedseg_lib.data import find_dataset
 from pedseg_lib.errors import ConfigError, PedsegError
-from pedseg_lib.profiles import find_dataset
 
 
 @pytest.fixture(scope="module")

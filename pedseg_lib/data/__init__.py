@@ -1,0 +1,34 @@
+"""Penn-Fudan data, one module per concern.
+
+==================== ==================================================================================
+:mod:`.pennfudan`    the dataset (:class:`PennFudanDataset`), masks to targets, statistics, the folder lookup
+:mod:`.annotations`  the PASCAL-style annotation files
+:mod:`.splits`       seeded train/validation/test splits
+:mod:`.download`     download, checksum and unpack Penn-Fudan
+:mod:`.synthetic`    a synthetic look-alike for tests and offline runs
+:mod:`.transforms`   augmentation pipelines and DataLoaders
+==================== ==================================================================================
+
+Conventions:
+    * Instances are the distinct non-zero values of a mask PNG, in increasing order.
+    * Boxes follow :func:`torchvision.ops.masks_to_boxes`: XYXY in 0-based pixel indices, x2/y2 inclusive.
+    * An instance whose box has zero width or height (a one-pixel-wide or one-pixel-tall sliver) is
+      dropped: Mask R-CNN's box regression cannot learn a degenerate box.
+    * ``area`` is the mask pixel count (COCO's small/medium/large buckets use ``area``).
+
+Every public name is importable from ``pedseg_lib.data`` itself.
+"""
+
+from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annotation
+from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
+from pedseg_lib.data.pennfudan import PennFudanDataset, dataset_statistics, find_dataset, mask_to_target
+from pedseg_lib.data.splits import split_indices, split_train_val_test
+from pedseg_lib.data.synthetic import make_synthetic_pennfudan
+from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
+
+__all__ = [
+    "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
+    "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
+    "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
+    "verify_manifest",
+]
