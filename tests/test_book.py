@@ -171,3 +171,102 @@ def _check_chapter(page: str, tab) -> None:
     assert badge.count() == 1, f"{page}: no Open-in-Colab badge linking to {expected}"
     # Every chapter draws figures; none on the page means they were lost (e.g. executed under MPLBACKEND=Agg).
     assert tab.locator(".cell_output img").count() >= 1, f"{page}: no figure in any cell output"
+
+
+# --- Learning aids: the glossary, the concordance, and folded answers ------------------------------------------------
+
+
+def _open_tab(browser, server: str, page: str):
+    """A fresh tab on `page` that may load only local resources; returns (context, tab)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname in (
+        "127.0.0.1", "localhost") or route.request.url.startswith("data:") else route.abort())
+    response = tab.goto(f"{server}/{page}.html", wait_until="load")
+    assert response is not None and response.ok, f"{page}.html: HTTP {response and response.status}"
+    return context, tab
+
+
+def _glossary_terms() -> list[str]:
+    from test_notebooks import GLOSSARY_TERMS  # the one list of the book's terms (tests/ is on sys.path)
+
+    return list(GLOSSARY_TERMS)
+
+
+def test_glossary_page_lists_every_term(server, browser):
+    assert "book/glossary" in PAGES, "_toc.yml must list book/glossary"
+    context, tab = _open_tab(browser, server, "book/glossary")
+    try:
+        shown = [t.strip() for t in tab.locator("article dl.glossary > dt").all_inner_texts()]
+        missing = sorted(set(_glossary_terms()) - set(shown))
+        assert not missing, f"book/glossary: terms not shown in the glossary list: {missing}"
+        definitions = tab.locator("article dl.glossary > dd").all_inner_texts()
+        assert definitions and all(d.strip() for d in definitions), "book/glossary: an entry has no definition"
+        assert tab.locator("article dl.glossary > dt").first.is_visible(), "book/glossary: the term list is hidden"
+    finally:
+        context.close()
+
+
+def test_concordance_page_has_its_table(server, browser):
+    assert "book/concordance" in PAGES, "_toc.yml must list book/concordance"
+    context, tab = _open_tab(browser, server, "book/concordance")
+    try:
+        table = tab.locator("article table").first
+        assert table.is_visible(), "book/concordance: no table of the official tutorial's steps"
+        rows = table.locator("tbody tr")
+        assert rows.count() >= 15, f"book/concordance: only {rows.count()} steps in the table"
+        chapter_links = table.locator('a[href*="01_data.html"], a[href*="05_results.html"]').count()
+        assert chapter_links >= 2, "book/concordance: the table does not link the chapters"
+        # The table fits the page: no horizontal scrolling inside the article.
+        fits = tab.evaluate("() => { const t = document.querySelector('article table');"
+                            " return t.getBoundingClientRect().width <= t.parentElement.getBoundingClientRect().width + 1; }")
+        assert fits, "book/concordance: the table is wider than the page (a column is too wide)"
+    finally:
+        context.close()
+
+
+def _first_chapter_with(marker: str) -> str | None:
+    for page in PAGES:
+        if _is_chapter(page):
+            nb = nbformat.read(ROOT / f"{page}.ipynb", as_version=4)
+            if any(c.cell_type == "markdown" and marker in c.source for c in nb.cells):
+                return page
+    return None
+
+
+def _check_folded(tab, details, what: str, shot: Path) -> None:
+    """`details` (a sphinx-design dropdown) hides its body until its summary is clicked, then shows it."""
+    body = details.locator(".sd-summary-content")
+    assert details.get_attribute("open") is None, f"{what} is open before any click"
+    assert not body.is_visible(), f"{what}: its body is visible before a click"
+    details.scroll_into_view_if_needed()
+    details.locator("summary").first.click()
+    body.wait_for(state="visible", timeout=5000)
+    assert details.get_attribute("open") is not None, f"{what} did not open on click"
+    assert body.inner_text().strip(), f"{what}: the opened dropdown is empty"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # The exercise (or question) around the dropdown, so the picture shows what the answer belongs to.
+    around = details.locator("xpath=ancestor::li[1]")
+    (around if around.count() else details).screenshot(path=str(shot))
+
+
+def test_solutions_and_self_check_answers_stay_folded_until_clicked(server, browser):
+    page = _first_chapter_with(":::{dropdown} Solution")
+    assert page is not None, "no chapter has a ':::{dropdown} Solution' yet (see the format in test_notebooks.py)"
+    name = Path(page).name
+    context, tab = _open_tab(browser, server, page)
+    try:
+        solutions = tab.locator("details.sd-dropdown").filter(
+            has=tab.locator("summary", has_text=re.compile(r"^\s*Solution")))
+        assert solutions.count() >= 1, f"{page}: the Solution dropdowns are not rendered as <details> elements"
+        hints = tab.locator("details.sd-dropdown").filter(has=tab.locator("summary", has_text=re.compile(r"^\s*Hint")))
+        assert hints.count() >= 1, f"{page}: the Hint dropdowns are not rendered as <details> elements"
+        assert all(h.get_attribute("open") is None for h in hints.all()), f"{page}: a hint is open on arrival"
+        _check_folded(tab, solutions.first, f"{page}: the first Solution dropdown", SHOTS / f"{name}-solution-open.png")
+
+        questions = tab.locator("section#check-yourself details.sd-dropdown")
+        assert questions.count() >= 3, f"{page}: the 'Check yourself' questions are not rendered as dropdowns"
+        _check_folded(tab, questions.first, f"{page}: the first 'Check yourself' question",
+                      SHOTS / f"{name}-check-yourself-open.png")
+    finally:
+        context.close()
