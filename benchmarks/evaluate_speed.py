@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,11 +32,9 @@ from pedseg_lib.data import (
     find_dataset,
     make_synthetic_pennfudan,
     split_indices,
+    synthetic_detections,  # the same realistic detections the tests use
 )
 from pedseg_lib.evaluation import coco_evaluate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_evaluation import _jittered  # noqa: E402  (the same realistic detections the tests use)
 
 
 def convert_to_coco_api(ds) -> COCO:
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         root = make_synthetic_pennfudan(tempfile.mkdtemp(), n_images=170, seed=0)
     base = PennFudanDataset(root, cache_targets=False)
     _, test = split_indices(len(base), test_size=args.test_size, seed=0)
-    predictions = _jittered(base, test, seed=0)
+    predictions = synthetic_detections(base, test, seed=0)
 
     tutorial_ds = Subset(PennFudanDataset(root, transforms=build_transforms(train=False), cache_targets=False), test)
     times_tutorial = []

@@ -50,9 +50,9 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str, advice: str) -> Pa
         ``folder`` as a Path.
 
     Raises:
-        PedsegError: ``cannot write to <what> <folder> (<reason>): <advice>``.
+        OutputError: ``cannot write to <what> <folder> (<reason>): <advice>``.
     """
-    from pedseg_lib.errors import PedsegError
+    from pedseg_lib.errors import OutputError
 
     folder = Path(folder)
     try:
@@ -61,7 +61,7 @@ def ensure_writable_dir(folder: str | os.PathLike, what: str, advice: str) -> Pa
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise PedsegError(f"cannot write to {what} {folder} ({exc.strerror or type(exc).__name__}): {advice}") from None
+        raise OutputError(f"cannot write to {what} {folder} ({exc.strerror or type(exc).__name__}): {advice}") from None
     return folder
 
 

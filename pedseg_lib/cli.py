@@ -1,8 +1,9 @@
 """The ``pedseg`` command: download the data, train, resume, evaluate and predict.
 
-Every user error (missing data, bad config, unwritable folder, bad checkpoint) is a
-:class:`~pedseg_lib.errors.PedsegError`; :func:`main` prints it as one line and exits with code 2.
-Under ``torchrun`` the same ``pedseg train`` trains on every GPU with DistributedDataParallel.
+Every command lives here; the work itself is done by the library's modules, which this one imports lazily so that
+``pedseg --help`` and configuration errors answer before torch is loaded. Every user error (missing data, bad config,
+unwritable folder, bad checkpoint) is a :class:`~pedseg_lib.errors.PedsegError`; :func:`main` prints it as one line
+and exits with code 2. Under ``torchrun`` the same ``pedseg train`` trains on every GPU with DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pedseg_lib.errors import PedsegError
+from pedseg_lib.config import DEVICES, PRESETS
+from pedseg_lib.errors import CheckpointError, InputError, PedsegError
 
 EXIT_USAGE = 2
 
 
+# --------------------------------------------------------------------------- download
 def _cmd_download(args: argparse.Namespace) -> int:
     from pedseg_lib import data
     from pedseg_lib.profiles import data_dir
@@ -26,6 +29,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train, resume
 def _train_config(args: argparse.Namespace):
     from pedseg_lib import config as C
 
@@ -33,11 +37,10 @@ def _train_config(args: argparse.Namespace):
     cfg = C.apply_overrides(cfg, args.set or [])
     if args.out:
         cfg = C.apply_overrides(cfg, [f"output_dir={args.out}"])
-    if cfg.data_root is None:
-        from pedseg_lib.profiles import get_profile
+    if cfg.data_root is None:  # recorded in the run's config.yaml, so `pedseg evaluate` finds the same data
+        from pedseg_lib.profiles import dataset_root
 
-        profile = get_profile(cfg.preset if cfg.preset in C.PRESETS else None)
-        cfg = C.apply_overrides(cfg, [f"data_root={profile.ensure_data()}"])
+        cfg = C.apply_overrides(cfg, [f"data_root={dataset_root(None)}"])
     return cfg
 
 
@@ -65,7 +68,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     cfg_path = run_dir / "config.yaml"
     if not (run_dir / "last.pt").is_file() or not cfg_path.is_file():
-        raise PedsegError(f"{run_dir} is not a run folder (no last.pt and config.yaml): give the folder `pedseg train` wrote.")
+        raise CheckpointError(f"{run_dir} is not a run folder (no last.pt and config.yaml): give the folder "
+                              "`pedseg train` wrote.")
     cfg = C.apply_overrides(C.load_config(cfg_path), [*(args.set or []), f"output_dir={run_dir}"])
     result = engine.fit(cfg, resume=True, progress=not args.quiet)
     if result.run_dir is not None:
@@ -73,10 +77,145 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command (``evaluate``/``predict`` come from :mod:`pedseg_lib.inference`)."""
-    from pedseg_lib.config import PRESETS
+# --------------------------------------------------------------------------- evaluate
+def _resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
+    """(checkpoint, config.yaml or None) for a run folder or a checkpoint file."""
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                config = path / "config.yaml"
+                return path / name, config if config.is_file() else None
+        raise CheckpointError(f"{path}: no best.pt or last.pt in this run folder; train first (pedseg train)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder; check the path")
+    return path, None
 
+
+def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path: Path, config_path: Path | None):
+    """The run's test images and where their list comes from, on ``--data`` if given.
+
+    The list is the ``test`` entry of the ``split.json`` beside the checkpoint (in the run folder) when there
+    is one, else the test split recomputed from the run's config (:func:`pedseg_lib.engine.test_split`,
+    the same one chapter 5 evaluates).
+
+    Returns:
+        ``(dataset, source)``: an unaugmented Subset and a few words naming where its indices come from.
+    """
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    from pedseg_lib.config import TrainConfig, load_config
+    from pedseg_lib.data import PennFudanDataset, build_transforms
+    from pedseg_lib.engine import SPLIT_FILE, load_split, test_split
+    from pedseg_lib.profiles import dataset_root
+
+    if config_path is not None:
+        cfg = load_config(config_path)
+    else:
+        try:
+            cfg = TrainConfig(**(checkpoint.get("config") or {}))
+        except TypeError as exc:
+            raise CheckpointError(f"{args.checkpoint}: its training config does not fit this version ({exc}); "
+                                  "pass the run folder with its config.yaml instead") from None
+    root = dataset_root(args.data or cfg.data_root)
+    split_path = checkpoint_path.parent / SPLIT_FILE
+    if not split_path.is_file():
+        return test_split(dataclasses.replace(cfg, data_root=str(root))), "recomputed from the run's config"
+    dataset = PennFudanDataset(root, transforms=build_transforms(False))
+    test = load_split(split_path, dataset_size=len(dataset))["test"]
+    return Subset(dataset, test), f"from {split_path}"
+
+
+def _check_writable(folder: Path) -> None:
+    from pedseg_lib._io import ensure_writable_dir
+
+    ensure_writable_dir(folder, "the output folder", "choose a writable folder with --out")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pedseg_lib._io import atomic_write_json
+    from pedseg_lib.distributed import resolve_device
+    from pedseg_lib.evaluation import coco_evaluate
+    from pedseg_lib.inference import predict_dataset
+    from pedseg_lib.model import load_checkpoint, model_from_checkpoint
+
+    checkpoint_path, config_path = _resolve_checkpoint(Path(args.checkpoint))
+    if args.out:
+        _check_writable(Path(args.out).parent)
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
+    dataset, source = _evaluation_data(args, checkpoint, checkpoint_path, config_path)
+    predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
+                                  score_threshold=args.score_threshold, progress=not args.quiet)
+    result = coco_evaluate(dataset, predictions)
+    for iou_type in ("bbox", "segm"):
+        print(f"== {iou_type} ({len(dataset)} test images {source}, {checkpoint_path}, {device.type}) ==")
+        print(result.table(iou_type))
+    if args.out:
+        atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "num_images": len(dataset),
+                                     "test_images": source, "image_ids": [int(i) for i in dataset.indices],
+                                     **result.to_dict()})
+        print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- predict
+def _image_files(path: Path) -> list[Path]:
+    from pedseg_lib.inference import IMAGE_SUFFIXES
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no such image or folder; check the path")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return files
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pedseg_lib._io import atomic_open, atomic_write_json
+    from pedseg_lib.distributed import resolve_device
+    from pedseg_lib.inference import load_image, predict, prediction_to_coco_results, write_png_bytes
+    from pedseg_lib.model import load_model
+    from pedseg_lib.visualize import draw_instances
+
+    files = _image_files(Path(args.images))
+    out = Path(args.out)
+    _check_writable(out)
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, map_location=device)
+    results, written = [], 0
+    for image_id, path in enumerate(files):
+        try:
+            image = load_image(path)
+        except PedsegError as exc:
+            print(f"pedseg: warning: skipping {exc}", file=sys.stderr)
+            continue
+        (prediction,) = predict(model, [image], score_threshold=args.score_threshold)
+        overlay = draw_instances(image, prediction, score_threshold=args.score_threshold)
+        with atomic_open(out / f"{path.stem}.png", "wb") as f:
+            f.write(write_png_bytes(overlay))
+        results.extend(prediction_to_coco_results(prediction, image_id, path.name))
+        written += 1
+        print(f"{path.name}: {len(prediction['scores'])} pedestrian(s) -> {out / (path.stem + '.png')}")
+    if not written:
+        raise InputError(f"{args.images}: none of the {len(files)} image(s) could be read; check the files")
+    atomic_write_json(out / "predictions.json", results)
+    print(f"wrote {written} overlay(s) and {out / 'predictions.json'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model runs (default auto: a CUDA GPU when visible)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="pedseg", description="Pedestrian instance segmentation with Mask R-CNN on Penn-Fudan."
     )
@@ -107,12 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_resume)
 
-    try:
-        from pedseg_lib.inference import add_cli_commands
-    except ImportError:  # the inference module is optional while the library is assembled
-        add_cli_commands = None
-    if add_cli_commands is not None:
-        add_cli_commands(sub)
+    p = sub.add_parser("evaluate", help="COCO box and mask AP of a checkpoint on the test split",
+                       description="Evaluate a run folder (its best.pt, else last.pt) or a checkpoint file on "
+                                   "the run's test images (the test list of the split.json beside the "
+                                   "checkpoint, else the test split of its configuration) and print the "
+                                   "COCO tables.")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run folder or .pt checkpoint")
+    p.add_argument("--data", metavar="DIR", help="Penn-Fudan folder (default: the run's data root or the profile's)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the metrics and per-image AP as JSON")
+    p.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per forward pass (default 2)")
+    p.add_argument("--score-threshold", type=float, default=0.05, help="drop detections below this (default 0.05)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="draw predicted pedestrians on images and write COCO results",
+                       description="Predict pedestrians in one image or every image of a folder; writes an "
+                                   "overlay PNG per image and predictions.json (COCO results, RLE masks).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint (e.g. runs/tutorial/best.pt)")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
+    _add_device(p)
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -44,7 +44,8 @@ class TrainConfig:
     min_size: int = 800  # shortest image side inside the model (torchvision's default)
     max_size: int = 1333  # longest side cap (torchvision's default)
     # data
-    data_root: str | None = None  # Penn-Fudan folder; None = the profile's data
+    # Penn-Fudan folder (or its parent); None = the profile's data, see pedseg_lib.profiles.dataset_root
+    data_root: str | None = None
     test_size: int = 50  # images held out as the test set, as in the official tutorial; no decision reads them
     # images taken out of the non-test images for validation (best epoch, early stopping, thresholds);
     # 0 = no validation: the run makes no selection and keeps its last epoch, as the official tutorial
@@ -316,9 +317,14 @@ def project_root() -> Path | None:
     return None
 
 
+def project_dir() -> Path:
+    """The folder that default data and run folders are relative to: the checkout, or the working folder outside one."""
+    return project_root() or Path.cwd()
+
+
 def default_output_dir(preset: str) -> Path:
-    """``runs/<preset>`` in the project checkout, or in the working folder outside one."""
-    return (project_root() or Path.cwd()) / DEFAULT_RUNS_DIR / preset
+    """``runs/<preset>`` in :func:`project_dir`."""
+    return project_dir() / DEFAULT_RUNS_DIR / preset
 
 
 def config_for_profile(profile: Any) -> TrainConfig:
@@ -336,6 +342,6 @@ def config_for_profile(profile: Any) -> TrainConfig:
 
 
 __all__ = [
-    "PRESETS", "TrainConfig", "apply_overrides", "config_for_profile", "default_output_dir", "project_root",
+    "PRESETS", "TrainConfig", "apply_overrides", "config_for_profile", "default_output_dir", "project_dir", "project_root",
     "load_config", "load_preset", "save_config", "validate",
 ]

@@ -14,6 +14,9 @@ import torch.distributed as td
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
+from pedseg_lib.config import DEVICES
+from pedseg_lib.errors import ConfigError
+
 _OWNED = False  # True when init() created the process group (so cleanup() destroys it)
 
 
@@ -37,6 +40,27 @@ def local_rank() -> int:
 def is_main() -> bool:
     """True on rank 0 (and always in a single process)."""
     return rank() == 0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device a model runs on: the one rule for ``device=`` in configs, ``--device`` and the profiles.
+
+    Args:
+        name: ``auto`` (this process's CUDA GPU when one is visible, else the CPU), ``cuda`` or ``cpu``.
+
+    Returns:
+        ``cuda:<local rank>`` or ``cpu``.
+
+    Raises:
+        ConfigError: an unknown name, or ``cuda`` when no CUDA GPU is visible.
+    """
+    if name not in DEVICES:
+        raise ConfigError(f"device {name!r} is not a device: use one of {', '.join(DEVICES)}.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but no CUDA GPU is visible: use device auto or cpu.")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank())
 
 
 def init() -> None:

@@ -30,9 +30,12 @@ from torch.utils.data import Subset
 from pedseg_lib import distributed as dist
 from pedseg_lib._io import atomic_open, atomic_write_json, ensure_writable_dir
 from pedseg_lib.config import TrainConfig, default_output_dir, save_config
-from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError, PedsegError
+from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
+from pedseg_lib.evaluation import coco_evaluate
+from pedseg_lib.inference import predict_dataset
+from pedseg_lib.model import LOSS_KEYS
+from pedseg_lib.profiles import dataset_root
 
-LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 AP_KEYS = {"bbox_AP": ("bbox", 0), "bbox_AP50": ("bbox", 1), "segm_AP": ("segm", 0), "segm_AP50": ("segm", 1)}
 VAL_KEYS = ("val_loss", *(f"val_{k}" for k in LOSS_KEYS), *AP_KEYS)  # the validation columns of an epoch row
 SPLIT_FILE = "split.json"  # in every run folder: the dataset indices the run trained, validated and tested on
@@ -221,9 +224,6 @@ def evaluate_ap(model: nn.Module, dataset, score_threshold: float = 0.05) -> dic
     Each process predicts its own share of ``dataset``; rank 0 gathers the predictions and scores them,
     and every rank receives the same numbers.
     """
-    from pedseg_lib.evaluation import coco_evaluate
-    from pedseg_lib.inference import predict_dataset
-
     full = dataset
     shard = dist.shard(dataset)
     module = model.module if hasattr(model, "module") else model
@@ -266,31 +266,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA GPU is visible: set device=auto or device=cpu.")
-    if cfg.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", dist.local_rank())
-
-
 def _run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.preset)
     if dist.is_main():
         ensure_writable_dir(run_dir, "the run folder", "choose another with --out or output_dir=...")
     return run_dir
-
-
-def _dataset_root(cfg: TrainConfig) -> Path:
-    from pedseg_lib.data import find_dataset
-    from pedseg_lib.profiles import data_dir
-
-    root = Path(cfg.data_root) if cfg.data_root else data_dir()
-    found = find_dataset(root)
-    if found is None:
-        raise PedsegError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "
-                          "or set data_root=...")
-    return found
 
 
 def _full_split(cfg: TrainConfig, root: Path) -> dict[str, list[int]]:
@@ -326,9 +306,9 @@ def run_split(cfg: TrainConfig) -> dict[str, list[int]]:
         ``val_size`` is 0).
 
     Raises:
-        PedsegError: no dataset at ``data_root``, or ``test_size``/``val_size`` that do not fit it.
+        PedsegError: no dataset at ``data_root`` (DatasetError), or ``test_size``/``val_size`` that do not fit it.
     """
-    return _full_split(cfg, _dataset_root(cfg))
+    return _full_split(cfg, dataset_root(cfg.data_root))
 
 
 def _subset(root: Path, indices: list[int], transforms: Callable | None = None) -> Subset:
@@ -357,7 +337,7 @@ def test_split(cfg: TrainConfig) -> Subset:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`; its ``image_id`` values are the
         indices into the full dataset.
     """
-    root = _dataset_root(cfg)
+    root = dataset_root(cfg.data_root)
     return _subset(root, _full_split(cfg, root)["test"])
 
 
@@ -367,7 +347,7 @@ def val_split(cfg: TrainConfig) -> Subset:
     Returns:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`, empty when ``val_size`` is 0.
     """
-    root = _dataset_root(cfg)
+    root = dataset_root(cfg.data_root)
     return _subset(root, _used(cfg, _full_split(cfg, root))["val"])
 
 
@@ -381,7 +361,7 @@ def decision_split(cfg: TrainConfig) -> tuple[Subset, str]:
         ``(subset, sentence)``: a ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset` and one
         sentence saying which images these are and why.
     """
-    root = _dataset_root(cfg)
+    root = dataset_root(cfg.data_root)
     used = _used(cfg, _full_split(cfg, root))
     if used["val"]:
         return _subset(root, used["val"]), (
@@ -404,7 +384,7 @@ def load_split(path: str | Path, dataset_size: int | None = None) -> dict[str, l
         The file's content; ``train``, ``val`` and ``test`` are lists of dataset indices.
 
     Raises:
-        PedsegError: naming the file when it is missing, not a split file, or names images outside the dataset.
+        CheckpointError: naming the file when it is missing, not a split file, or names images outside the dataset.
     """
     import json
 
@@ -414,18 +394,18 @@ def load_split(path: str | Path, dataset_size: int | None = None) -> dict[str, l
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise PedsegError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): train the run again "
+        raise CheckpointError(f"cannot read {path} ({exc.strerror or type(exc).__name__}): train the run again "
                           "or check the path.") from None
     except ValueError:
-        raise PedsegError(f"{path} is not valid JSON: restore it or train the run again.") from None
+        raise CheckpointError(f"{path} is not valid JSON: restore it or train the run again.") from None
     if not isinstance(split, dict) or not all(
             isinstance(split.get(role), list) and all(type(i) is int for i in split[role]) for role in SPLIT_ROLES):
-        raise PedsegError(f"{path} is not a split file (lists of image indices under train, val and test): "
+        raise CheckpointError(f"{path} is not a split file (lists of image indices under train, val and test): "
                           "restore it or train the run again.")
     if dataset_size is not None:
         outside = sorted({i for role in SPLIT_ROLES for i in split[role] if not 0 <= i < dataset_size})
         if outside:
-            raise PedsegError(f"{path} names images {outside[:5]} outside the dataset of {dataset_size} images: "
+            raise CheckpointError(f"{path} names images {outside[:5]} outside the dataset of {dataset_size} images: "
                               "evaluate with the run's own data (--data) or train the run again.")
     return split
 
@@ -540,12 +520,12 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
 def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     main = dist.is_main()
     seed_everything(cfg.seed)
-    device = _device(cfg)
+    device = dist.resolve_device(cfg.device)
     run_dir = _run_dir(cfg)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and not last_path.is_file():
         raise CheckpointError(f"cannot resume: {last_path} does not exist; train first or check the run folder.")
-    root = _dataset_root(cfg)
+    root = dataset_root(cfg.data_root)
     split = _used(cfg, _full_split(cfg, root))
     if resume and (run_dir / SPLIT_FILE).is_file():
         saved = load_split(run_dir / SPLIT_FILE)
@@ -677,13 +657,3 @@ def _epoch_line(row: dict[str, float], improved: bool, validated: bool = True) -
     mark = " (best so far)" if improved else ""
     return (f"epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss {row['val_loss']:.3f}, "
             f"box AP {row['bbox_AP']:.3f}, mask AP {row['segm_AP']:.3f}, {row['seconds']:.0f} s{mark}")
-
-
-def load_history(run_dir: str | Path) -> dict[str, Any]:
-    """The ``history.json`` of a run folder."""
-    import json
-
-    path = Path(run_dir) / "history.json"
-    if not path.is_file():
-        raise PedsegError(f"no history.json in {run_dir}: train first with `pedseg train` or engine.fit.")
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -21,11 +21,20 @@ class DownloadError(PedsegError):
 
 
 class CheckpointError(PedsegError):
-    """A checkpoint is missing, truncated, not a pedseg checkpoint, or does not fit the model."""
+    """A checkpoint or another file of a run folder (``config.yaml``, ``split.json``) is missing, truncated,
+    not what it should be, or does not fit the model or the dataset."""
 
 
 class ConfigError(PedsegError):
     """A configuration key or value is unknown or invalid."""
+
+
+class InputError(PedsegError):
+    """An image, folder or run folder given to a command or function cannot be read or used."""
+
+
+class OutputError(PedsegError):
+    """A folder or file the library must write cannot be written."""
 
 
 class WeightsUnavailableError(PedsegError):

@@ -8,6 +8,7 @@ detections and the 28x28 mask logits. The helpers below turn those into things o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -149,15 +150,33 @@ def anchors_at(trace: Trace, level: str, points: list[tuple[float, float]]) -> t
     return torch.cat(cells)
 
 
-def paste_mask(trace: Trace, index: int) -> torch.Tensor:
-    """Detection ``index``'s 28x28 mask, as probabilities pasted into its box at full resized size.
+def paste_mask(trace: Trace, index: int, box: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
+    """Detection ``index``'s 28x28 mask, as probabilities pasted into a box at full resized size.
 
     This is what torchvision does in ``roi_heads.maskrcnn_inference`` + ``paste_masks_in_image``:
-    sigmoid of the logits, then bilinear resize of the 28x28 grid into the (slightly padded) box.
+    sigmoid of the logits, then bilinear resize of the 28x28 grid into the (slightly padded) box. There is
+    no threshold: the result is a soft mask.
+
+    Args:
+        trace: from :func:`trace_model`.
+        index: the detection, a row of ``trace.detections``.
+        box: (x1, y1, x2, y2) in resized-image pixels to paste into instead of the detection's own box,
+            e.g. a larger box to see the 28x28 grid stretched. Parts outside the image are cut off.
 
     Returns:
         [H, W] float probabilities in the resized image.
+
+    Raises:
+        IndexError: when ``index`` is not a detection of ``trace``.
+        ValueError: when ``box`` does not hold four numbers.
     """
+    n = len(trace.mask_logits)
+    if not -n <= index < n:
+        raise IndexError(f"detection {index} does not exist: the trace has {n} detections")
     probs = trace.mask_logits[index].sigmoid()[None, None]
-    box = trace.detections["boxes"][index][None]
-    return paste_masks_in_image(probs, box, trace.resized_size, padding=1)[0, 0]
+    if box is None:
+        box = trace.detections["boxes"][index]
+    box = torch.as_tensor(box, dtype=torch.float32, device=probs.device)
+    if box.shape != (4,):
+        raise ValueError(f"box must be 4 numbers (x1, y1, x2, y2), got shape {tuple(box.shape)}")
+    return paste_masks_in_image(probs, box[None], trace.resized_size, padding=1)[0, 0]

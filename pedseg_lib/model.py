@@ -35,10 +35,11 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedseg_lib._io import atomic_torch_save
+from pedseg_lib.config import VARIANTS, WEIGHTS
 from pedseg_lib.errors import CheckpointError, ConfigError, WeightsUnavailableError
 
-VARIANTS = ("v1", "v2")
-WEIGHTS = ("coco", "imagenet", None)
+#: The loss terms torchvision's Mask R-CNN returns in train mode (the keys of its loss dict), in log order.
+LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 #: Classes of torchvision's COCO detectors (background + 90 category ids).
 COCO_CLASSES = 91  # torchvision's COCO detectors: background + 90 category ids
 #: The COCO label of "person".

@@ -23,14 +23,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from pedseg_lib.config import DEFAULT_RUNS_DIR, load_preset, project_root
-from pedseg_lib.data.pennfudan import find_dataset
+from pedseg_lib import distributed as dist
+from pedseg_lib.config import DEFAULT_RUNS_DIR, PRESETS, load_preset, project_dir
+from pedseg_lib.data import PENNFUDAN_URL, find_dataset
+from pedseg_lib.errors import ConfigError, DatasetError
 
 ENV_PROFILE = "PEDSEG_PROFILE"
 ENV_DATA = "PEDSEG_DATA"
-PROFILES = ("tutorial", "best", "cpu", "smoke")
+PROFILES = PRESETS  # each profile trains with the preset of the same name
 DEFAULT_DATA_DIR = "data"
 # Where a smoke run writes its synthetic stand-in when the real data is not there.
 SYNTHETIC_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "synthetic"
@@ -132,12 +132,34 @@ class Profile:
         return data.download_pennfudan(self.data_root.parent)
 
 
+def dataset_root(data_root: str | os.PathLike | None) -> Path:
+    """The Penn-Fudan folder a run or a command reads: the one rule for a missing ``data_root``.
+
+    Args:
+        data_root: a Penn-Fudan folder or the folder holding ``PennFudanPed/``; None means the profile's data
+            (``PEDSEG_DATA``, else ``data/`` in the checkout), downloaded when missing, or synthetic
+            data in the smoke profile when Penn-Fudan is not there (:meth:`Profile.ensure_data`).
+
+    Returns:
+        The folder holding ``PNGImages/`` and ``PedMasks/``.
+
+    Raises:
+        DatasetError: ``data_root`` holds no Penn-Fudan dataset.
+    """
+    root = get_profile().ensure_data() if data_root is None else Path(data_root)
+    found = find_dataset(root)
+    if found is None:
+        raise DatasetError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "
+                           "or pass the folder that holds it (--data, or data_root=...)")
+    return found
+
+
 def data_dir() -> Path:
     """``PEDSEG_DATA``, or ``data/`` in the checkout (in the working folder outside one)."""
     value = os.environ.get(ENV_DATA)
     if value:
         return Path(value).expanduser().resolve()
-    return ((project_root() or Path.cwd()) / DEFAULT_DATA_DIR).resolve()
+    return (project_dir() / DEFAULT_DATA_DIR).resolve()
 
 
 def runs_dir() -> Path:
@@ -145,7 +167,7 @@ def runs_dir() -> Path:
     value = os.environ.get(ENV_RUNS)
     if value:
         return Path(value).expanduser().resolve()
-    return ((project_root() or Path.cwd()) / DEFAULT_RUNS_DIR).resolve()
+    return (project_dir() / DEFAULT_RUNS_DIR).resolve()
 
 
 def _reachable(url: str) -> bool:
@@ -176,14 +198,12 @@ def get_profile(requested: str | None = None) -> Profile:
     Raises:
         ConfigError: for a name that is not a profile.
     """
-    from pedseg_lib.errors import ConfigError
-
     requested = (requested or os.environ.get(ENV_PROFILE) or "auto").strip().lower()
     if requested not in ("auto", *PROFILES):
         raise ConfigError(
             f"{ENV_PROFILE}={requested!r} is not a profile: use one of auto, {', '.join(PROFILES)}."
         )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = dist.resolve_device("auto").type
     folder = data_dir()
     found = find_dataset(folder)
     real_root = found or folder / "PennFudanPed"
@@ -201,7 +221,7 @@ def get_profile(requested: str | None = None) -> Profile:
     name = "tutorial" if device == "cuda" else "cpu"
     why = "a CUDA GPU is present" if device == "cuda" else "no CUDA GPU"
     missing = []
-    if found is None and not _reachable("https://www.cis.upenn.edu/~jshi/ped_html/"):
+    if found is None and not _reachable(PENNFUDAN_URL):
         missing.append(f"no Penn-Fudan at {folder} and its server cannot be reached")
     coco_url = _coco_weights_url()
     from pedseg_lib.model import weights_file

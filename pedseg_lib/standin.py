@@ -29,7 +29,7 @@ from torch import nn
 
 from pedseg_lib import model as M
 from pedseg_lib._io import atomic_torch_save
-from pedseg_lib.errors import PedsegError
+from pedseg_lib.errors import ConfigError, DatasetError, PedsegError
 
 CALIBRATION_IMAGES = 8  # enough for stable statistics; each batch-norm layer averages over all of them
 CALIBRATION_SIZE = 480  # shorter image side while calibrating (the cpu profile's)
@@ -62,8 +62,8 @@ def _finish_calibration(layers: list[nn.BatchNorm2d]) -> None:
         # v1's FrozenBatchNorm2d divides by sqrt(var + 0) (torchvision loads COCO v1 with eps=0).
         layer.running_var.clamp_(min=1e-5)
         if not (torch.isfinite(layer.running_mean).all() and torch.isfinite(layer.running_var).all()):
-            raise PedsegError("batch-norm calibration of the stand-in weights produced non-finite statistics; "
-                              "calibrate on other images (--data).")
+            raise DatasetError("batch-norm calibration of the stand-in weights produced non-finite statistics; "
+                               "calibrate on other images (--data).")
 
 
 def _unit_variance_hooks(module: nn.Module, skip: str) -> list:
@@ -167,17 +167,18 @@ def write_standin_weights(torch_home: str | os.PathLike, data_root: str | os.Pat
         The files written.
 
     Raises:
-        PedsegError: ``torch_home`` is the user's torch cache, or there is no dataset at ``data_root``.
+        ConfigError: ``torch_home`` is the user's torch cache.
+        DatasetError: there is no dataset at ``data_root``.
     """
     from pedseg_lib.data import find_dataset
 
     torch_home = Path(torch_home).expanduser().resolve()
     if torch_home == _default_torch_home():
-        raise PedsegError(f"{torch_home} is your own torch cache: stand-in weights go into a temporary TORCH_HOME "
+        raise ConfigError(f"{torch_home} is your own torch cache: stand-in weights go into a temporary TORCH_HOME "
                           "(e.g. one from mktemp -d), never where real weights live.")
     root = find_dataset(data_root)
     if root is None:
-        raise PedsegError(f"no Penn-Fudan dataset at {data_root} to calibrate batch norm on: pass --data.")
+        raise DatasetError(f"no Penn-Fudan dataset at {data_root} to calibrate batch norm on: pass --data.")
     written = []
     for url, state in standin_states(root).items():
         path = torch_home / "hub" / "checkpoints" / os.path.basename(url)

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from pedseg_lib.engine import LOSS_KEYS as LOSS_TERMS  # the loss terms the engine logs
+from pedseg_lib.model import LOSS_KEYS as LOSS_TERMS  # the loss terms the engine logs
 
 # Colour-blind-friendly qualitative colours (Okabe-Ito), cycled over instances.
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]

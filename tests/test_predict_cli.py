@@ -172,5 +172,5 @@ def test_grayscale_and_rgba_images_are_read(checkpoint, tmp_path):
 def test_cuda_without_a_gpu_is_one_clear_line(checkpoint, images, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["predict", str(checkpoint), str(images), "--out", str(tmp_path / "o"), "--device", "cuda"]) != 0
-    assert "--device cuda: no CUDA GPU is visible" in _error(capsys)
+    assert "device 'cuda' asked for, but no CUDA GPU is visible" in _error(capsys)
     assert main(["predict", str(checkpoint), str(images), "--out", str(tmp_path / "o"), "--device", "auto"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from pedseg_lib import data, profiles
 from pedseg_lib._io import atomic_open, atomic_write_json
@@ -110,7 +111,7 @@ def test_banner_warns_in_plain_words_when_cached_weights_are_not_torchvisions(mo
 
 
 def test_auto_without_gpu_picks_cpu_when_everything_can_be_had(monkeypatch, tmp_path, online):
-    monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     _fake_dataset(tmp_path)
     monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
     monkeypatch.delenv("PEDSEG_PROFILE", raising=False)
@@ -119,7 +120,7 @@ def test_auto_without_gpu_picks_cpu_when_everything_can_be_had(monkeypatch, tmp_
 
 
 def test_auto_with_gpu_picks_tutorial(monkeypatch, tmp_path, online):
-    monkeypatch.setattr(profiles.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("PEDSEG_DATA", str(tmp_path))
     profile = profiles.get_profile("auto")
     assert (profile.name, profile.device) == ("tutorial", "cuda")

@@ -9,8 +9,8 @@ import torch
 
 from pedseg_lib import visualize
 from pedseg_lib.data import PennFudanDataset
-from pedseg_lib.engine import LOSS_KEYS
 from pedseg_lib.evaluation import coco_evaluate, find_errors, score_threshold_sweep
+from pedseg_lib.model import LOSS_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -64,10 +64,10 @@ def test_training_curves_plot_every_series_of_the_history():
 
 @pytest.fixture(scope="module")
 def evaluated(synthetic_root):
-    from test_evaluation import _jittered
+    from pedseg_lib.data import synthetic_detections
 
     dataset = PennFudanDataset(synthetic_root)
-    predictions = _jittered(dataset, range(len(dataset)), seed=1)
+    predictions = synthetic_detections(dataset, range(len(dataset)), seed=1)
     return dataset, predictions, coco_evaluate(dataset, predictions)
 
 

@@ -5,7 +5,7 @@
 :mod:`.annotations`  the PASCAL-style annotation files
 :mod:`.splits`       seeded train/validation/test splits
 :mod:`.download`     download, checksum and unpack Penn-Fudan
-:mod:`.synthetic`    a synthetic look-alike for tests and offline runs
+:mod:`.synthetic`    a synthetic look-alike, and synthetic detections, for tests and offline runs
 :mod:`.transforms`   augmentation pipelines and DataLoaders
 ==================== ==================================================================================
 
@@ -23,12 +23,18 @@ from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annota
 from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
 from pedseg_lib.data.pennfudan import PennFudanDataset, dataset_statistics, find_dataset, mask_to_target
 from pedseg_lib.data.splits import split_indices, split_train_val_test
-from pedseg_lib.data.synthetic import make_synthetic_pennfudan
+from pedseg_lib.data.synthetic import make_synthetic_pennfudan, synthetic_detections
 from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
 
 __all__ = [
     "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
     "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
     "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
-    "verify_manifest",
+    "synthetic_detections", "verify_manifest",
 ]
+
+# Documented, pickled and shown under the name a reader imports (``pedseg_lib.data.PennFudanDataset``).
+for _name in __all__:
+    if callable(globals()[_name]):
+        globals()[_name].__module__ = __name__
+del _name

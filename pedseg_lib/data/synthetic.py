@@ -1,11 +1,16 @@
-"""A synthetic dataset in the exact Penn-Fudan layout, for tests and offline smoke runs."""
+"""Synthetic data for tests, benchmarks and offline smoke runs: a dataset in the exact Penn-Fudan layout, and
+realistic detections made from a dataset's ground truth."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter
+
+from pedseg_lib.data.pennfudan import PennFudanDataset
 
 _SYNTH_VERSION = 1
 
@@ -111,3 +116,52 @@ def _annotation_text(name: str, size: tuple[int, int], boxes: list[tuple[int, in
             "",
         ]
     return "\n".join(lines) + "\n"
+
+
+def synthetic_detections(dataset: PennFudanDataset, indices: Iterable[int], seed: int = 0, false_positives: int = 2,
+                         drop: float = 0.2) -> dict[int, dict[str, torch.Tensor]]:
+    """Realistic model outputs made from the ground truth, for tests and benchmarks of the evaluation code.
+
+    Each ground-truth instance is dropped with probability ``drop`` (a miss), else shifted by up to 6 pixels with
+    noise (a detection of varying IoU and a soft mask); ``false_positives`` random boxes are added per image, and
+    every detection gets a random score. The same arguments always give the same tensors.
+
+    Args:
+        dataset: a :class:`~pedseg_lib.data.PennFudanDataset` (its targets are read, not its images).
+        indices: the dataset indices to make detections for.
+        seed: seed of every random choice.
+        false_positives: extra boxes per image that match nothing.
+        drop: probability that a ground-truth instance gets no detection.
+
+    Returns:
+        ``{image_id: {"boxes", "scores", "labels", "masks"}}`` shaped like torchvision's Mask R-CNN outputs
+        (soft masks [N,1,H,W]).
+    """
+    g = torch.Generator().manual_seed(seed)
+    preds = {}
+    for idx in indices:
+        t = dataset.target(idx)
+        H, W = t["masks"].shape[-2:]
+        boxes, masks = [], []
+        for box, mask in zip(t["boxes"].as_subclass(torch.Tensor), t["masks"].as_subclass(torch.Tensor), strict=True):
+            if torch.rand(1, generator=g) < drop:
+                continue
+            dx, dy = (torch.randint(-6, 7, (2,), generator=g)).tolist()
+            boxes.append(box + torch.tensor([dx, dy, dx, dy]) + torch.randn(4, generator=g) * 3)
+            soft = torch.roll(mask.float(), shifts=(dy, dx), dims=(0, 1)) * 0.9 + 0.05 * torch.rand(H, W, generator=g)
+            masks.append(soft)
+        for _ in range(false_positives):
+            x1, y1 = torch.randint(0, W // 2, (1,), generator=g).item(), torch.randint(0, H // 2, (1,), generator=g).item()
+            x2, y2 = x1 + W // 4, y1 + H // 3
+            boxes.append(torch.tensor([x1, y1, x2, y2], dtype=torch.float32))
+            m = torch.zeros(H, W)
+            m[y1:y2, x1:x2] = 0.8
+            masks.append(m)
+        n = len(boxes)
+        preds[int(t["image_id"])] = {
+            "boxes": torch.stack(boxes).float() if n else torch.zeros(0, 4),
+            "scores": torch.rand(n, generator=g),
+            "labels": torch.ones(n, dtype=torch.int64),
+            "masks": torch.stack(masks)[:, None] if n else torch.zeros(0, 1, H, W),
+        }
+    return preds
