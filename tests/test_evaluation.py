@@ -18,6 +18,8 @@ from pedseg_lib.data import PennFudanDataset
 from pedseg_lib.errors import PedsegError
 from pedseg_lib.evaluation import (
     OFFICIAL_TUTORIAL_AP,
+    OFFICIAL_TUTORIAL_EPOCHS,
+    CocoEvaluation,
     build_coco_gt,
     coco_evaluate,
     error_summary,
@@ -239,7 +241,7 @@ def test_error_summary_sorts_each_mistake_into_its_kind():
                                    [700, 0, 750, 300]]),  # nothing there: background
             "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.55])}
     errors = find_errors({7: gt}, {7: pred}, iou_type="bbox")
-    assert error_summary({7: gt}, {7: pred}, errors) == {
+    assert error_summary({7: gt}, errors) == {
         "true_positives": 1, "false_positives": 4, "duplicate": 1, "poorly_localised": 1, "background": 2, "missed": 2, "missed_occluded": 1, "missed_other": 1,
     }
 
@@ -252,13 +254,39 @@ def test_official_comparison_only_for_coco_weights_on_real_data(dataset):
     table = official_comparison(evaluation, load_preset("tutorial"), synthetic=False)
     assert not table.startswith("NOT COMPARABLE") and "note:" not in table  # the official recipe itself
     assert f"{box_ap:.3f}" in table and f"{mask_ap:.3f}" in table
-    assert all(f"{box:.3f}" in table and f"{mask:.3f}" in table for box, mask in OFFICIAL_TUTORIAL_AP.values())
+    for published in OFFICIAL_TUTORIAL_AP:  # every row, with the version that published it, and its source
+        assert published.box_text() in table and f"{published.mask_ap:.3f}" in table
+        assert f"{published.version}, after epoch {published.after_epochs}" in table and published.source in table
     notes = official_comparison(evaluation, load_preset("cpu"), synthetic=False)
     assert "480 px" in notes and "v1" not in notes.split("note:", 1)[1]
     assert "Mask R-CNN v2" in official_comparison(evaluation, load_preset("best"), synthetic=False)
     assert "weights=None" in official_comparison(evaluation, load_preset("smoke"), synthetic=False)
     no = official_comparison(evaluation, apply_overrides(load_preset("tutorial"), []), synthetic=True)
     assert no.startswith("NOT COMPARABLE") and "synthetic images" in no
+
+
+def test_official_numbers_are_attributed_to_the_version_that_published_them():
+    """Checked against pytorch/tutorials: the current 2-epoch .py states only 'mAP > 50, and a mask mAP of 65'
+    after one epoch; the 0.606/0.704 and 0.799/0.761 tables come from the older 10-epoch .rst."""
+    current, *older = OFFICIAL_TUTORIAL_AP
+    assert (current.after_epochs, current.box_ap, current.box_lower_bound, current.mask_ap) == (1, 0.50, True, 0.65)
+    assert current.box_text() == "> 0.50" and "2 epochs" in current.version
+    assert "intermediate_source/torchvision_tutorial.py" in current.source
+    assert [(p.after_epochs, p.box_ap, p.mask_ap, p.box_lower_bound) for p in older] == [
+        (1, 0.606, 0.704, False), (10, 0.799, 0.761, False)]
+    assert all("10 epochs" in p.version and "torchvision_tutorial.rst" in p.source for p in older)
+    assert OFFICIAL_TUTORIAL_EPOCHS == 2
+
+
+def test_official_comparison_names_a_different_epoch_count():
+    from pedseg_lib.config import apply_overrides, load_preset
+
+    cfg = apply_overrides(load_preset("tutorial"), ["epochs=10"])
+    fake = CocoEvaluation(stats={"bbox": [0.7] + [0.0] * 11, "segm": [0.6] + [0.0] * 11}, per_image={},
+                          evaluators={}, tables={})
+    table = official_comparison(fake, cfg, synthetic=False)
+    assert "note: this run trained 10 epoch(s); the current official recipe trains 2" in table
+    assert "this run (tutorial, 10 epoch(s))" in table and "0.700" in table and "0.600" in table
 
 
 def test_threshold_sweep_equals_find_errors_at_each_threshold(dataset):
