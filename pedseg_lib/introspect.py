@@ -80,6 +80,11 @@ def trace_model(model: nn.Module, image: torch.Tensor) -> Trace:
 
     def keep(name: str):
         def hook(module, inputs, output):
+            if name == "roi_heads":
+                # GeneralizedRCNN's transform.postprocess later rewrites these dicts in place (boxes to the
+                # original image size, masks pasted): keep copies of the dicts to stay in the resized frame.
+                detections, losses = output
+                output = ([dict(d) for d in detections], losses)
             seen[name] = output
         return hook
 

@@ -376,30 +376,3 @@ def test_save_needs_a_pedseg_model(tmp_path):
     with pytest.raises(CheckpointError, match="build_model"):
         M.save_checkpoint(tmp_path / "x.pt", tv)
     assert not (tmp_path / "x.pt").exists()
-
-
-# --------------------------------------------------------------------------- introspection (Chapter 2)
-def test_trace_records_every_stage_consistently(tiny):
-    from torchvision.models.detection.roi_heads import paste_masks_in_image
-
-    from pedseg_lib.introspect import anchors_at, paste_mask, trace_model
-
-    model, _ = tiny
-    trace = trace_model(model, image())
-    assert not any(m._forward_hooks for m in model.modules())  # hooks removed
-    assert trace.original_size == (150, 110) and max(trace.resized_size) == 160  # max_size caps it
-    assert [r["stride"] for r in trace.feature_table()] == [4, 8, 16, 32, 4, 8, 16, 32, 64]
-    counts = [g.shape[0] * g.shape[1] * g.shape[2] for g in trace.anchors.values()]
-    assert [g.shape[0] for g in trace.anchors.values()] == [f.shape[-2] for f in trace.features.values()]
-    assert sum(counts) == sum(f.shape[-2] * f.shape[-1] * 3 for f in trace.features.values())
-    centre = anchors_at(trace, "1", [(40.0, 40.0)])
-    assert centre.shape == (3, 4) and torch.allclose((centre[:, :2] + centre[:, 2:]) / 2, torch.tensor(40.0))
-    n = len(trace.detections["boxes"])
-    assert n > 0 and trace.mask_logits.shape == (n, 28, 28) and len(trace.output["masks"]) == n
-    # The 28x28 logits, pasted as torchvision does, give the model's output masks. The sigmoid and the paste run
-    # here outside the model, so the float reductions may be ordered differently (with 2 threads one pixel
-    # differed by 2.3e-10): equal within float rounding, not bit for bit.
-    pasted = paste_masks_in_image(trace.mask_logits.sigmoid()[:, None], trace.output["boxes"], trace.original_size)
-    torch.testing.assert_close(pasted, trace.output["masks"], rtol=0, atol=1e-6)
-    assert paste_mask(trace, 0).shape == trace.resized_size
-    assert torch.allclose(trace.resized_image(), torch.nn.functional.interpolate(image()[None], size=trace.resized_size, mode="bilinear", align_corners=False)[0], atol=1e-5)
