@@ -20,16 +20,18 @@
 #
 # **Learning objectives**
 #
-# - Follow one Penn-Fudan image through every stage of torchvision's Mask R-CNN, using forward hooks.
-# - See how the input is resized and normalised, and what the ResNet and FPN feature maps look like.
-# - Understand anchors, region proposals and the box head's scored detections.
-# - See how a 28x28 mask logit map becomes a full-resolution mask.
-# - Check what the COCO-trained model already recognises as `person` before any fine-tuning.
+# - Follow one Penn-Fudan image through every stage of torchvision's {term}`Mask R-CNN` with forward hooks you
+#   write.
+# - See how the input is resized and normalised, and what the ResNet and {term}`FPN` feature maps look like.
+# - Understand {term}`anchors <anchor>`, region {term}`proposals <proposal>` and the {term}`box head`'s scored
+#   detections.
+# - See how a 28x28 mask {term}`logit` map becomes a full-resolution {term}`soft mask`, and who thresholds it.
+# - Check what the {term}`COCO`-trained model already recognises as `person` before any {term}`fine-tuning`.
 #
 # | Profile | Time to run |
 # |---|---|
-# | smoke | under 1 minute (random weights, 320-pixel input) |
-# | cpu | about 15 seconds after the 170 MB weights download (measured by `bash .ci/rehearse` on 2 CPU cores) |
+# | smoke | under 1 minute (random weights, the smoke preset's 160-pixel input) |
+# | cpu | under 1 minute after the 170 MB weights download (estimate: two forward passes at 480 px) |
 # | tutorial | under 1 minute after the weights download (estimate) |
 
 # %% tags=["colab"]
@@ -55,57 +57,129 @@ print(profile.banner())
 # %% [markdown]
 # ## The model and one image
 #
-# Before replacing any head (that is Chapter 3), we look at torchvision's COCO detector exactly as published:
-# 91 classes, where label 1 is `person`. {py:func}`pedseg_lib.model.build_coco_model` builds it; the profile
-# decides the weights. In the smoke profile no weights can be downloaded, so the same cells run on a
-# **randomly initialised** model: every picture below is then meaningless noise that only shows the plumbing.
-# A random model also scores every class near 1/91, under torchvision's default score threshold of 0.05, so in
-# smoke we set the threshold to 0 to have detections to look at.
+# Before replacing any head (that is Chapter 3), we look at torchvision's {term}`COCO` detector exactly as
+# published: {term}`Mask R-CNN` with 91 classes, where label 1 is `person`.
+# {py:func}`pedseg_lib.model.build_coco_model` builds it. The profile supplies the values: the weights (COCO,
+# or random in the smoke profile, which cannot download anything) and the input size, the `min_size`/`max_size`
+# of the profile's training preset, so this chapter shows the model at the size Chapter 4 trains it. With
+# random weights every picture below is meaningless noise that only shows the plumbing.
 
 # %%
 import matplotlib.pyplot as plt
 import torch
+from myst_nb import glue
 
+from pedseg_lib.config import load_preset
 from pedseg_lib.data import PennFudanDataset, find_dataset
 from pedseg_lib.model import COCO_PERSON, build_coco_model
 
 torch.manual_seed(0)
+preset = load_preset(profile.name)
 weights = profile.weights("coco")
-size = dict(min_size=320, max_size=512) if profile.is_smoke else dict(min_size=800, max_size=1333)
-model = build_coco_model(weights=weights, **size).to(profile.device)
-if weights is None:
-    model.roi_heads.score_thresh = 0.0
-    print("weights: RANDOM (smoke profile) - the detections, features and masks below mean nothing.")
-else:
-    print("weights: torchvision's COCO Mask R-CNN (label", COCO_PERSON, "= person)")
-print("input sizes:", size, "| score threshold:", model.roi_heads.score_thresh)
+model = build_coco_model(weights=weights, min_size=preset.min_size, max_size=preset.max_size).to(profile.device)
+model.eval()
+print("weights:", weights or "random initialisation", f"| label {COCO_PERSON} = person")
+print(f"input size: min_size {preset.min_size}, max_size {preset.max_size} | "
+      f"score threshold {model.roi_heads.score_thresh} | at most {model.roi_heads.detections_per_img} detections")
+glue("min_size", preset.min_size, display=False)
+glue("score_thresh", model.roi_heads.score_thresh, display=False)
+glue("detections_per_img", model.roi_heads.detections_per_img, display=False)
 
 dataset = PennFudanDataset(find_dataset(profile.ensure_data()))
 image, target = dataset[0]
-image = image.float() / 255
+image = (image.float() / 255).to(profile.device)
 print(f"{dataset.image_path(0).name}: {tuple(image.shape)}, {len(target['boxes'])} annotated pedestrians")
 
 # %% [markdown]
+# Here the short side is resized to {glue}`min_size` pixels (fewer if the long side would pass `max_size`); detections scoring under
+# {glue}`score_thresh` (torchvision's default) are dropped and at most {glue}`detections_per_img` are kept.
+#
 # ## Following the image with forward hooks
 #
-# A forward hook is a function PyTorch calls with a module's inputs and output each time the module runs.
-# {py:func}`pedseg_lib.introspect.trace_model` registers one on each stage (transform, ResNet body, FPN, anchor
-# generator, RPN, RoI heads, mask predictor), runs the model once, removes the hooks and returns a
-# {py:class}`pedseg_lib.introspect.Trace` with everything it saw. Nothing in the model is changed.
+# A forward hook is a function that PyTorch calls with a module, its inputs and its output every time that
+# module runs; `register_forward_hook` returns a handle whose `remove()` takes the hook off again. We hook the
+# {term}`backbone` (its ResNet body alone, and the whole backbone with the {term}`FPN`), the {term}`RPN`, and the
+# {term}`box head <box head>` and {term}`mask head <mask head>` parts of `model.roi_heads`, run the model once and
+# record what each stage returned.
+
+# %%
+recorded = {}
+
+
+def record(name):
+    def hook(module, inputs, output):
+        recorded[name] = output
+    return hook
+
+
+stages = {
+    "resnet body": model.backbone.body,
+    "backbone + FPN": model.backbone,
+    "rpn": model.rpn,
+    "box head": model.roi_heads.box_head,
+    "box predictor": model.roi_heads.box_predictor,
+    "mask head": model.roi_heads.mask_head,
+    "mask predictor": model.roi_heads.mask_predictor,
+}
+handles = [module.register_forward_hook(record(name)) for name, module in stages.items()]
+try:
+    with torch.no_grad():
+        output = model([image])[0]
+finally:
+    for handle in handles:
+        handle.remove()
+
+
+def shapes(value):
+    """The shapes inside a module's output: tensors, dicts, lists and tuples of them."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return {key: shapes(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shapes(v) for v in value]
+    return type(value).__name__
+
+
+for name, value in recorded.items():
+    print(f"{name:15s} {type(stages[name]).__name__:24s} {shapes(value)}")
+
+# %% [markdown]
+# The RPN returns its proposals and an empty dict of losses (it only computes losses in training); the box
+# predictor returns class logits and box corrections for every proposal; the mask predictor returns one 28x28 map
+# per detection and class.
+#
+# {py:func}`pedseg_lib.introspect.trace_model` does the same with its own hooks (on the input transform, the
+# ResNet body, the backbone, the anchor generator, the RPN, the RoI heads and the mask predictor), restores the
+# model's train/eval mode, and returns a
+# {py:class}`pedseg_lib.introspect.Trace` with the results sorted out, ready to draw. It runs the model a second
+# time; both runs see the same weights and image, so what our hooks recorded must match what it records.
 
 # %%
 from pedseg_lib.introspect import anchors_at, paste_mask, trace_model
 
-trace = trace_model(model, image.to(profile.device))
-print("stages recorded: transform, backbone body, FPN, anchors, RPN, box head, mask head")
+trace = trace_model(model, image)
+assert not any(module._forward_hooks for module in model.modules())  # every hook was removed again
+for key, fmap in trace.body.items():
+    torch.testing.assert_close(recorded["resnet body"][key][0], fmap)
+for key, fmap in trace.features.items():
+    torch.testing.assert_close(recorded["backbone + FPN"][key][0], fmap)
+torch.testing.assert_close(recorded["rpn"][0][0], trace.proposals)
+assert recorded["box predictor"][0].shape[0] == len(trace.proposals)  # one row of class scores per proposal
+for key in ("boxes", "labels", "scores", "masks"):
+    torch.testing.assert_close(output[key], trace.output[key])
+if "mask predictor" in recorded:  # the mask branch runs only when some detection survived
+    logits = recorded["mask predictor"]
+    torch.testing.assert_close(logits[torch.arange(len(logits)), output["labels"]], trace.mask_logits)
+print("the page's hooks and trace_model recorded the same stages")
 
 # %% [markdown]
 # ## 1. Resize and normalise: `GeneralizedRCNNTransform`
 #
 # The model first rescales each image so that its short side is `min_size` (unless the long side would
 # exceed `max_size`), normalises each channel with the ImageNet mean and standard deviation, and pads the
-# batch to a multiple of 32 so every FPN level divides evenly. Predictions are mapped back to the original
-# size at the very end, so callers never see the resized frame.
+# batch to a multiple of 32 (`size_divisible`). Predictions are mapped back to the original size at the very
+# end, so callers never see the resized frame.
 
 # %%
 print("original (H, W):", trace.original_size)
@@ -131,10 +205,10 @@ plt.show()
 # %% [markdown]
 # ## 2. Backbone and feature pyramid
 #
-# The ResNet-50 body produces four maps (C2-C5), each at half the resolution and more channels than the last.
-# The feature pyramid network (FPN) mixes each level with the upsampled level above and gives every level 256
-# channels (P2-P5), plus P6 by max-pooling P5. Small pedestrians are found on the fine levels, large ones on the
-# coarse levels.
+# The {term}`ResNet-50` body produces four maps (C2-C5), each at half the resolution and with more channels
+# than the last. The feature pyramid network mixes each level with the upsampled level above and gives every
+# level 256 channels (P2-P5), plus P6 by max-pooling P5. Small pedestrians are found on the fine levels, large
+# ones on the coarse levels.
 
 # %%
 print(f"{'stage':7s} {'map':4s} {'shape [C, H, W]':18s} stride")
@@ -158,9 +232,9 @@ plt.show()
 # %% [markdown]
 # ## 3. Anchors
 #
-# The region proposal network (RPN) does not search for boxes from nothing: at every cell of every FPN level it
-# starts from a few fixed **anchor** boxes, one per aspect ratio, whose size grows with the level's stride. It
-# then scores each anchor ("object or not?") and regresses a correction to it.
+# The region proposal network does not search for boxes from nothing: at every cell of every FPN level it
+# starts from a few fixed {term}`anchor` boxes, one per aspect ratio, whose size grows with the level's stride.
+# It then scores each anchor ("object or not?") and regresses a correction to it.
 
 # %%
 generator = model.rpn.anchor_generator
@@ -171,6 +245,7 @@ for (key, grid), sizes, ratios in zip(trace.anchors.items(), generator.sizes, ge
     print(f"level {key:4s}: grid {grid.shape[0]}x{grid.shape[1]}, {grid.shape[2]} anchors per cell, "
           f"size {sizes[0]} px, aspect ratios {list(ratios)} -> {count:,} anchors")
 print(f"all levels: {total:,} anchors for this one image")
+glue("n_anchors", total, display=False)
 
 # %%
 from torchvision.utils import draw_bounding_boxes
@@ -193,9 +268,9 @@ plt.show()
 # %% [markdown]
 # ## 4. Region proposals
 #
-# The RPN applies its corrections, keeps the best-scoring boxes per level, removes duplicates with
-# non-maximum suppression and hands a fixed number of **proposals** (class-agnostic "something is here" boxes)
-# to the second stage.
+# The RPN applies its corrections to all {glue}`n_anchors` anchors, keeps the best-scoring boxes per level,
+# removes duplicates with non-maximum suppression ({term}`NMS`) and hands a fixed number of {term}`proposals
+# <proposal>` (class-agnostic "something is here" boxes) to the second stage.
 
 # %%
 proposals = trace.proposals.cpu()
@@ -209,45 +284,68 @@ plt.show()
 # %% [markdown]
 # ## 5. The box head: classes and scores
 #
-# For each proposal, RoIAlign cuts a 7x7 patch out of the right FPN level; the box head classifies it into
-# the 91 COCO classes and refines the box once more, per class. After the score threshold and per-class NMS at
-# most 100 detections remain. We keep those labelled `person`.
+# For each proposal, {term}`RoIAlign` cuts a 7x7 patch out of the right FPN level; the box head turns it into
+# a feature vector, and the box predictor gives a score for each of the 91 COCO classes (a softmax over the
+# class {term}`logits <logit>`) and a refined box per class. After the {term}`score threshold` and per-class NMS
+# at most {glue}`detections_per_img` detections remain. We look at those labelled `person`.
 
 # %%
+class_probs = recorded["box predictor"][0].softmax(-1).cpu()
+best_prob = class_probs[:, 1:].max(-1).values  # the best object class of each proposal (0 is background)
 det = {k: v.cpu() for k, v in trace.detections.items()}
 person = det["labels"] == COCO_PERSON
 print(f"{len(det['labels'])} detections, {int(person.sum())} of them labelled person (label {COCO_PERSON})")
-if weights is None:
-    # A random model rarely says "person"; show its top detections of any class so the cells still run.
-    person = torch.ones_like(person)
-    print("random weights: the scores are noise; showing the top detections of any class instead")
-for i in person.nonzero().flatten()[:5].tolist():
-    print(f"  #{i}: label {det['labels'][i]}, score {det['scores'][i]:.3f}, "
+print(f"best object-class probability per proposal: mean {best_prob.mean():.3f} (an even spread would be "
+      f"1/91 = {1 / 91:.3f})")
+for i in range(min(5, len(det["labels"]))):
+    print(f"  #{i}: label {int(det['labels'][i])}{' (person)' if person[i] else ''}, score {det['scores'][i]:.3f}, "
           f"box {[round(v) for v in det['boxes'][i].tolist()]}")
+glue("n_detections", len(det["labels"]), display=False)
+glue("n_person", int(person.sum()), display=False)
+glue("mean_best_prob", float(best_prob.mean()), display=False)
+glue("uniform_prob", 1 / 91, display=False)
+glue("top_score", float(det["scores"].max()) if len(det["scores"]) else 0.0, display=False)
+
+# %% [markdown]
+# This run kept {glue}`n_detections` detections, {glue}`n_person` of them labelled person, with a top score of
+# {glue:text}`top_score:.2f`. A score is a probability from a softmax over the 91 classes: a model that spread it
+# evenly would give each class {glue:text}`uniform_prob:.3f`, but here the best class of a proposal gets
+# {glue:text}`mean_best_prob:.3f` on average. That is true of a random model too: its untrained classifier
+# still piles the probability onto a few arbitrary classes. A high score means something only after training,
+# which is why the smoke profile's detections are noise however confident they look.
 
 # %%
 from pedseg_lib.visualize import draw_instances
 
+draw_threshold = 0.5  # draw only confident persons
 persons = {"boxes": det["boxes"][person][:10], "scores": det["scores"][person][:10]}
-threshold = 0.5 if weights else 0.0  # random scores are all tiny: draw the top ten anyway
-show_grid([draw_instances(canvas, persons, score_threshold=threshold)],
-          [f"person detections (score >= {threshold}, at most 10)"], ncols=1, size=5)
+show_grid([draw_instances(canvas, persons, score_threshold=draw_threshold)],
+          [f"person detections (score >= {draw_threshold}, at most 10)"], ncols=1, size=5)
 plt.show()
 
 # %% [markdown]
-# ## 6. From 28x28 mask logits to a full-resolution mask
+# ## 6. From 28x28 mask logits to a full-resolution soft mask
 #
-# For each detection, the mask head looks at a 14x14 RoIAlign patch and predicts a 28x28 map of **logits**
-# per class; only the map of the detected class is used. At inference torchvision takes its sigmoid and
-# resizes it (bilinear) into the detection's box, then thresholds at 0.5. The map is always 28x28 whatever the
-# box size, which is why large pedestrians get blocky outlines.
+# For each detection, the mask head looks at a 14x14 RoIAlign patch and the mask predictor gives a 28x28 map of
+# logits per class; only the map of the detected class is used. At inference torchvision takes its sigmoid
+# (`maskrcnn_inference`) and resizes the 28x28 probabilities bilinearly into the detection's box
+# (`paste_masks_in_image`). It does **not** threshold: the model returns a {term}`soft mask`, a probability per
+# pixel, and the caller decides where the pedestrian ends (the official tutorial draws pixels above 0.7;
+# {py:func}`pedseg_lib.inference.predict` and {py:func}`pedseg_lib.visualize.draw_instances` use 0.5 by
+# default). The map is always 28x28 whatever the box size, which is why large pedestrians get soft, blocky
+# outlines. {py:func}`pedseg_lib.introspect.paste_mask` pastes one detection's map the way torchvision does.
 
 # %%
+# the best person detection; the best detection of any class when no person was found
 index = int(person.nonzero().flatten()[0]) if person.any() else 0
 logits = trace.mask_logits[index].cpu()
 pasted = paste_mask(trace, index).cpu()
+soft = ((pasted > 0.01) & (pasted < 0.99)).sum() / max(1, int((pasted > 0.01).sum()))
 print(f"detection #{index}: logits {tuple(logits.shape)}, range {logits.min():.2f} to {logits.max():.2f}; "
       f"pasted into {tuple(pasted.shape)}, {int((pasted > 0.5).sum())} pixels above 0.5")
+print("output masks:", tuple(trace.output["masks"].shape), trace.output["masks"].dtype,
+      f"values from {trace.output['masks'].min():.3f} to {trace.output['masks'].max():.3f}")
+glue("soft_share", float(soft), display=False)
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4))
 shown = axes[0].imshow(logits, cmap="RdBu_r")
@@ -263,37 +361,151 @@ axes[2].set_title("pasted into its box")
 plt.show()
 
 # %% [markdown]
+# Of this detection's pixels above 0.01, a share of {glue:text}`soft_share:.2f` lies strictly between 0.01 and
+# 0.99: the pasted mask is soft, not binary.
+#
 # ## 7. What the model returns
 #
 # Finally the transform maps boxes and masks back to the original image size. This is what
 # {py:func}`pedseg_lib.inference.predict` returns for every image: boxes, labels, scores and a
-# [N, 1, H, W] probability mask per detection.
+# [N, 1, H, W] probability mask per detection (binarised at its `mask_threshold` unless that is None).
 
 # %%
 out = {k: v.cpu() for k, v in trace.output.items()}
-keep = out["labels"] == COCO_PERSON if weights else torch.ones_like(out["labels"], dtype=torch.bool)
+keep = out["labels"] == COCO_PERSON
 final = {k: v[keep][:10] for k, v in out.items()}
-print("output masks:", tuple(out["masks"].shape), "| detections drawn:", len(final["boxes"]))
-show_grid([draw_instances(image, target), draw_instances(image, final, score_threshold=threshold)],
-          ["ground truth", "COCO model's persons (before fine-tuning)" if weights else "random model (smoke)"],
+print("output masks:", tuple(out["masks"].shape), "| person detections drawn:", len(final["boxes"]))
+show_grid([draw_instances(image.cpu(), target), draw_instances(image.cpu(), final, score_threshold=draw_threshold)],
+          ["ground truth", f"the model's persons before fine-tuning (weights: {weights or 'random'})"],
           ncols=2, size=5)
 plt.show()
 
 # %% [markdown]
+# ## Check yourself
+#
+# :::{dropdown} Does the model's `masks` output hold 0s and 1s?
+# No. torchvision returns a soft mask per detection, [N, 1, H, W] float probabilities: the sigmoid of the 28x28
+# logits, resized bilinearly into the box and pasted into the image. Thresholding is the caller's choice
+# (0.5 in this book's {py:func}`pedseg_lib.inference.predict`, 0.7 in the official tutorial's drawing).
+# :::
+#
+# :::{dropdown} What is the difference between a proposal and a detection?
+# A proposal comes from the RPN: a class-agnostic box that probably holds some object. A detection comes from the
+# box head: a proposal that was classified, refined for its class, kept above the score threshold and through
+# per-class NMS. Hundreds of proposals go in, at most `detections_per_img` detections come out.
+# :::
+#
+# :::{dropdown} Why are large pedestrians' masks blockier than small ones'?
+# Every mask is predicted as a 28x28 grid whatever the size of the box. A 300-pixel-tall pedestrian gets about 11
+# image pixels per grid cell, smoothed only by bilinear interpolation; a 50-pixel-tall one gets fewer than two.
+# :::
+#
+# :::{dropdown} What does a forward hook receive, and why remove it afterwards?
+# The module, the inputs of its `forward` and its output, each time the module runs. A hook left in place keeps
+# running on every later forward pass (in training too) and keeps references to large tensors; the handle that
+# `register_forward_hook` returns removes it.
+# :::
+#
+# :::{dropdown} Why does the transform pad the batch?
+# Images of different sizes must be stacked into one tensor, and the backbone halves the resolution at each
+# stride; padding to a multiple of 32 (`size_divisible`) gives every image the same size and lets the FPN levels
+# up to stride 32 divide evenly, so that a feature-map cell lines up with the same pixels at every level.
+# :::
+#
 # ## Summary
 #
 # - `GeneralizedRCNNTransform` resizes, normalises and pads; outputs are mapped back to the original size.
+# - Forward hooks see every stage without changing the model; remove them with their handles.
+#   {py:func}`pedseg_lib.introspect.trace_model` records the same stages as the page's hooks.
 # - A ResNet-50 body and an FPN give five 256-channel maps at strides 4 to 64.
 # - The RPN turns anchors (3 aspect ratios per cell, one size per level) into class-agnostic proposals.
 # - The box head classifies and refines the proposals; the mask head predicts a 28x28 logit map per detection,
-#   which is pasted into the box at full resolution.
-# - With COCO weights the model already finds most pedestrians as `person`: fine-tuning (Chapter 3) starts
-#   from a detector that works, not from scratch.
+#   which becomes a soft mask in the box at full resolution. The caller thresholds it.
+# - A score is a softmax probability; it means something only for a trained model. {term}`Fine-tuning
+#   <fine-tuning>` (Chapter 3) starts from the COCO detector, not from scratch.
 #
 # ## Exercises
 #
-# 1. Run {py:func}`pedseg_lib.introspect.trace_model` with `min_size=480` and with `min_size=1024`. How do the
-#    feature-map shapes and the number of anchors change?
-# 2. Change `model.rpn._post_nms_top_n["testing"]` to 100 and compare the detections. What does the second
-#    stage lose?
-# 3. Paste the same 28x28 map into a box twice as large. Where does the blockiness come from?
+# 1. **Input size.** *Needs: CPU, about 10 minutes.* Trace the image with the model's `min_size` set to 480 and
+#    to 1024. How do the feature-map shapes and the number of anchors change?
+#
+#    :::{dropdown} Hint
+#    The size lives in `model.transform.min_size`, a tuple (training draws one of its values at random; inference
+#    uses the last). `max_size` caps the long side, so raise `model.transform.max_size` too.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.introspect import trace_model
+#
+#    for min_size in (480, 1024):
+#        model.transform.min_size, model.transform.max_size = (min_size,), 2000
+#        t = trace_model(model, image)
+#        anchors = sum(g.shape[0] * g.shape[1] * g.shape[2] for g in t.anchors.values())
+#        fpn = [row["shape"] for row in t.feature_table() if row["stage"] == "FPN"]
+#        print(min_size, t.resized_size, fpn, f"{anchors:,} anchors")
+#    model.transform.min_size, model.transform.max_size = (preset.min_size,), preset.max_size
+#    ```
+#    Each map's height and width follow the padded input divided by the level's stride, so the number of anchors
+#    grows with the number of pixels, roughly (1024 / 480)² times from 480 to 1024. The anchor sizes (32 to 512 pixels) do
+#    not change: at a larger input a pedestrian is bigger in pixels and is matched on a coarser level.
+#    :::
+#
+# 2. **Fewer proposals.** *Needs: CPU, about 10 minutes.* Set `model.rpn._post_nms_top_n["testing"]` to 100
+#    (from 1000) and to 10, and compare the person detections. What does the second stage lose?
+#
+#    :::{dropdown} Hint
+#    Trace again after each change and count `trace.detections["labels"] == COCO_PERSON`; put the original value
+#    back afterwards.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.introspect import trace_model
+#    from pedseg_lib.model import COCO_PERSON
+#
+#    default = model.rpn._post_nms_top_n["testing"]
+#    for top_n in (default, 100, 10):
+#        model.rpn._post_nms_top_n["testing"] = top_n
+#        t = trace_model(model, image)
+#        person = t.detections["labels"] == COCO_PERSON
+#        print(top_n, len(t.proposals), "proposals ->", int(person.sum()), "persons, scores",
+#              [round(s, 2) for s in t.detections["scores"][person][:5].tolist()])
+#    model.rpn._post_nms_top_n["testing"] = default
+#    ```
+#    The box head can only classify and refine boxes that it is given: a pedestrian with no proposal on it
+#    cannot be detected, however good the box head is. Where the persons survive the cut, the dropped proposals
+#    only cost time; where they vanish (first the small and occluded ones, which compete with every other
+#    object for the places), the cut costs {term}`recall`. Run it with COCO weights (the cpu profile): a random model's
+#    proposals are noise.
+#    :::
+#
+# 3. **Paste into a larger box.** *Needs: CPU, about 10 minutes.* Paste one detection's 28x28 map into its own
+#    box and into a box twice as wide and twice as tall around the same centre. Where does the blockiness come
+#    from?
+#
+#    :::{dropdown} Hint
+#    {py:func}`pedseg_lib.introspect.paste_mask` takes an optional `box` (XYXY in resized-image pixels).
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    import torch
+#    from pedseg_lib.introspect import paste_mask
+#
+#    x0, y0, x1, y1 = trace.detections["boxes"][index].tolist()
+#    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+#    big = torch.tensor([cx - w, cy - h, cx + w, cy + h])
+#    small_mask, big_mask = paste_mask(trace, index), paste_mask(trace, index, box=big)
+#    print(f"pixels above 0.5: {int((small_mask > 0.5).sum())} in the box, {int((big_mask > 0.5).sum())} in the "
+#          "doubled box (parts outside the image are cut off)")
+#    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+#    for ax, m, title in zip(axes, (small_mask, big_mask), ("own box", "box twice as large")):
+#        ax.imshow(m.cpu() > 0.5, cmap="gray")
+#        ax.set_title(title)
+#    plt.show()
+#    ```
+#    The same 28x28 grid is stretched over four times as many pixels, so each grid cell covers four times the
+#    area; bilinear interpolation only smooths between neighbouring cells, it cannot add detail the grid does
+#    not hold.
+#    :::
