@@ -31,7 +31,7 @@
 #
 # | Profile | Time to run |
 # |---|---|
-# | smoke | under 2 minutes on 2 CPU cores |
+# | smoke | under 2 minutes on 2 CPU cores with chapter 4's smoke run; without it, the chapter trains that run first (add chapter 4's time) |
 # | cpu | about 3-4 minutes with chapter 4's run (measured by `bash .ci/rehearse` on 2 CPU cores); add chapter 4's time without it |
 # | tutorial | under a minute on a Colab T4 GPU with chapter 4's run (estimate) |
 
