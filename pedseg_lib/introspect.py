@@ -28,7 +28,8 @@ class Trace:
         features: FPN outputs P2-P6, keyed ``"0"``-``"3"`` and ``"pool"``.
         anchors: per FPN level, the anchors as a [H_l, W_l, A, 4] tensor (XYXY).
         proposals: the RPN's proposals [N,4], best first.
-        detections: the box head's ``boxes``, ``scores``, ``labels`` (after score threshold and NMS).
+        detections: the box head's ``boxes``, ``scores``, ``labels`` (after score threshold and NMS), boxes in
+            the resized image (``output`` holds the same detections mapped back to the original size).
         mask_logits: [N,28,28] logits of each detection's own class.
         output: the model's final output, in original image coordinates.
     """
