@@ -38,7 +38,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import Subset
 
-from pedseg_lib.errors import PedsegError
+from pedseg_lib.errors import ConfigError, InputError
 
 CATEGORIES = [{"id": 1, "name": "person"}]
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -54,7 +54,7 @@ def _base_and_indices(dataset) -> tuple[Any, list[int]]:
         indices = [int(dataset.indices[i]) for i in indices]
         dataset = dataset.dataset
     if not hasattr(dataset, "target"):
-        raise PedsegError(
+        raise InputError(
             f"{type(dataset).__name__}: evaluation needs a PennFudanDataset (or a Subset of one) with .target(idx)"
         )
     return dataset, indices
@@ -143,7 +143,7 @@ def predictions_to_coco(
                 masks = masks[:, 0]
             shapes = [{"segmentation": rle} for rle in encode_masks(masks > mask_threshold)]
         else:
-            raise PedsegError(f"iou_type={iou_type!r}: use 'bbox' or 'segm'")
+            raise ConfigError(f"iou_type={iou_type!r}: use 'bbox' or 'segm'")
         for shape, score, label in zip(shapes, scores, labels, strict=True):
             results.append({"image_id": int(image_id), "category_id": int(label), "score": float(score), **shape})
     return results
@@ -161,14 +161,14 @@ def _load_results(gt: COCO, results: list[dict]) -> COCO:
 def _check_predictions(gt: COCO, predictions: Mapping[int, Mapping[str, torch.Tensor]]) -> None:
     for image_id, pred in predictions.items():
         if int(image_id) not in gt.imgs:
-            raise PedsegError(f"prediction for image_id {image_id}: no such image in the evaluated dataset; "
+            raise InputError(f"prediction for image_id {image_id}: no such image in the evaluated dataset; "
                               "predict on the same dataset (or Subset) you evaluate")
         masks = pred.get("masks")
         if masks is not None and len(masks):
             info = gt.imgs[int(image_id)]
             size = tuple(torch.as_tensor(masks).shape[-2:])
             if size != (info["height"], info["width"]):
-                raise PedsegError(f"prediction for image_id {image_id}: masks are {size[1]}x{size[0]} but the image "
+                raise InputError(f"prediction for image_id {image_id}: masks are {size[1]}x{size[0]} but the image "
                                   f"is {info['width']}x{info['height']}; predict at the image's original size")
 
 

@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch.utils.data import Subset
 
-from pedseg_lib.data import PennFudanDataset
+from pedseg_lib.data import PennFudanDataset, synthetic_detections
 from pedseg_lib.errors import PedsegError
 from pedseg_lib.evaluation import (
     OFFICIAL_TUTORIAL_AP,
@@ -83,38 +83,6 @@ def _reference_stats(gt_dict: dict, predictions: dict) -> dict[str, list[float]]
     return out
 
 
-def _jittered(dataset, indices, seed: int, false_positives: int = 2, drop: float = 0.2) -> dict:
-    """Realistic detections: jittered ground truth, some dropped, plus random false positives and scores."""
-    g = torch.Generator().manual_seed(seed)
-    preds = {}
-    for idx in indices:
-        t = dataset.target(idx)
-        H, W = t["masks"].shape[-2:]
-        boxes, masks = [], []
-        for box, mask in zip(t["boxes"].as_subclass(torch.Tensor), t["masks"].as_subclass(torch.Tensor), strict=True):
-            if torch.rand(1, generator=g) < drop:
-                continue
-            dx, dy = (torch.randint(-6, 7, (2,), generator=g)).tolist()
-            boxes.append(box + torch.tensor([dx, dy, dx, dy]) + torch.randn(4, generator=g) * 3)
-            soft = torch.roll(mask.float(), shifts=(dy, dx), dims=(0, 1)) * 0.9 + 0.05 * torch.rand(H, W, generator=g)
-            masks.append(soft)
-        for _ in range(false_positives):
-            x1, y1 = torch.randint(0, W // 2, (1,), generator=g).item(), torch.randint(0, H // 2, (1,), generator=g).item()
-            x2, y2 = x1 + W // 4, y1 + H // 3
-            boxes.append(torch.tensor([x1, y1, x2, y2], dtype=torch.float32))
-            m = torch.zeros(H, W)
-            m[y1:y2, x1:x2] = 0.8
-            masks.append(m)
-        n = len(boxes)
-        preds[int(t["image_id"])] = {
-            "boxes": torch.stack(boxes).float() if n else torch.zeros(0, 4),
-            "scores": torch.rand(n, generator=g),
-            "labels": torch.ones(n, dtype=torch.int64),
-            "masks": torch.stack(masks)[:, None] if n else torch.zeros(0, 1, H, W),
-        }
-    return preds
-
-
 def _assert_equal_stats(result, reference):
     for iou_type in ("bbox", "segm"):
         np.testing.assert_allclose(result.stats[iou_type], reference[iou_type], rtol=0, atol=1e-9)
@@ -123,7 +91,7 @@ def _assert_equal_stats(result, reference):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_randomised_detections_match_pycocotools(dataset, seed):
     indices = list(range(len(dataset)))
-    preds = _jittered(dataset, indices, seed)
+    preds = synthetic_detections(dataset, indices, seed)
     result = coco_evaluate(dataset, preds)
     _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), preds))
     assert 0 < result.stats["segm"][0] < 1  # the detections are imperfect, so the test is not trivial
@@ -131,7 +99,7 @@ def test_randomised_detections_match_pycocotools(dataset, seed):
 
 def test_subset_and_images_without_detections(dataset):
     indices = [1, 3, 4, 7, 8, 10]
-    preds = _jittered(dataset, indices, seed=5)
+    preds = synthetic_detections(dataset, indices, seed=5)
     for image_id in (3, 8):
         del preds[image_id]  # a missing image means no detections
     preds[7] = {k: v[:0] for k, v in preds[7].items()}  # an explicitly empty prediction
@@ -169,7 +137,7 @@ def test_negative_image_without_ground_truth(dataset):
 
     negative = WithNegative(dataset)
     indices = list(range(len(dataset)))
-    preds = _jittered(dataset, indices, seed=3)  # image 0 keeps its (now false) detections
+    preds = synthetic_detections(dataset, indices, seed=3)  # image 0 keeps its (now false) detections
     result = coco_evaluate(negative, preds)
     _assert_equal_stats(result, _reference_stats(_reference_gt(negative, indices), preds))
     assert math.isnan(result.per_image[0]["segm"])
@@ -177,7 +145,7 @@ def test_negative_image_without_ground_truth(dataset):
 
 def test_per_image_ap_equals_single_image_evaluation(dataset):
     indices = list(range(len(dataset)))
-    preds = _jittered(dataset, indices, seed=4)
+    preds = synthetic_detections(dataset, indices, seed=4)
     result = coco_evaluate(dataset, preds)
     gt_dict = _reference_gt(dataset, indices)
     for image_id in (0, 5):
@@ -189,7 +157,7 @@ def test_per_image_ap_equals_single_image_evaluation(dataset):
 
 
 def test_table_is_the_standard_summary(dataset):
-    result = coco_evaluate(dataset, _jittered(dataset, range(len(dataset)), seed=0), iou_types=("segm",))
+    result = coco_evaluate(dataset, synthetic_detections(dataset, range(len(dataset)), seed=0), iou_types=("segm",))
     lines = result.table("segm").splitlines()
     assert len(lines) == 12
     assert lines[0].startswith(" Average Precision  (AP) @[ IoU=0.50:0.95")
@@ -209,7 +177,7 @@ def test_ground_truth_is_cached_and_correct(dataset):
 
 
 def test_prediction_for_unknown_image_is_a_clear_error(dataset):
-    preds = _jittered(dataset, [0], seed=0)
+    preds = synthetic_detections(dataset, [0], seed=0)
     with pytest.raises(PedsegError, match="image_id 0"):
         coco_evaluate(Subset(dataset, [1, 2]), preds)
 
@@ -249,7 +217,7 @@ def test_error_summary_sorts_each_mistake_into_its_kind():
 def test_official_comparison_only_for_coco_weights_on_real_data(dataset):
     from pedseg_lib.config import apply_overrides, load_preset
 
-    evaluation = coco_evaluate(dataset, _jittered(dataset, range(len(dataset)), seed=0))
+    evaluation = coco_evaluate(dataset, synthetic_detections(dataset, range(len(dataset)), seed=0))
     box_ap, mask_ap = evaluation.stats["bbox"][0], evaluation.stats["segm"][0]
     table = official_comparison(evaluation, load_preset("tutorial"), synthetic=False)
     assert not table.startswith("NOT COMPARABLE") and "note:" not in table  # the official recipe itself
@@ -290,7 +258,7 @@ def test_official_comparison_names_a_different_epoch_count():
 
 
 def test_threshold_sweep_equals_find_errors_at_each_threshold(dataset):
-    predictions = _jittered(dataset, range(len(dataset)), seed=3)
+    predictions = synthetic_detections(dataset, range(len(dataset)), seed=3)
     thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
     sweep = score_threshold_sweep(dataset, predictions, thresholds)
     assert sweep["threshold"] == thresholds
@@ -317,6 +285,6 @@ def test_threshold_sweep_when_nothing_is_kept():
 def test_real_data_matches_pycocotools(real_root):
     dataset = PennFudanDataset(real_root)
     indices = list(range(0, len(dataset), 17))
-    preds = _jittered(dataset, indices, seed=0)
+    preds = synthetic_detections(dataset, indices, seed=0)
     result = coco_evaluate(Subset(dataset, indices), preds)
     _assert_equal_stats(result, _reference_stats(_reference_gt(dataset, indices), preds))

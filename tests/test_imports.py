@@ -163,3 +163,12 @@ def test_a_loop_added_to_a_copy_of_the_library_is_found(tmp_path):
     graph = import_graph(copy)
     assert ["pedseg_lib.engine", "pedseg_lib.inference"] in find_cycles(graph)
     assert _layer("pedseg_lib.engine") > _layer("pedseg_lib.inference")
+
+
+def test_user_errors_are_raised_as_pedseg_error_subclasses():
+    """PedsegError is the base a caller catches; what is raised says which kind of input is at fault."""
+    bare = [f"{path.relative_to(PACKAGE.parent)}:{number}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if "raise PedsegError(" in line]
+    assert not bare, "raise a PedsegError subclass (DatasetError, ConfigError, InputError, ...) at " + ", ".join(bare)
