@@ -264,7 +264,7 @@ glue("area_ratio", area_ratio, display=False)
 print(f"median mask area / box area: {area_ratio:.2f}")
 
 # %% [markdown]
-# A pedestrian's mask covers a median {glue:text}`area_ratio:.2f` of its box here, so the box area would put
+# A pedestrian's mask covers a median {glue:text}`area_ratio:.0%` of its box here, so the box area would put
 # some pedestrians in a larger size bucket than their masks deserve.
 #
 # ## A reproducible split

@@ -361,8 +361,8 @@ axes[2].set_title("pasted into its box")
 plt.show()
 
 # %% [markdown]
-# Of this detection's pixels above 0.01, a share of {glue:text}`soft_share:.2f` lies strictly between 0.01 and
-# 0.99: the pasted mask is soft, not binary.
+# Of this detection's pixels with a probability above 0.01, {glue:text}`soft_share:.0%` stay below 0.99: the
+# pasted mask is soft, not binary, until a caller thresholds it.
 #
 # ## 7. What the model returns
 #
