@@ -198,3 +198,15 @@ def test_loader_reproducible(synthetic_root):
     images, targets = next(iter(create_loader(ds, 2, False)))
     assert len(images) == 2 and isinstance(targets, tuple)
     assert np.isclose(len(ds), 12)
+
+
+def test_uint8_and_int64_masks_give_the_same_target(synthetic_root):
+    """The dataset splits 8-bit masks in uint8; mask_to_target must not depend on the integer type."""
+    ds = PennFudanDataset(synthetic_root)
+    for i in range(3):
+        target = ds.target(i)
+        ids = (target["masks"].long() * torch.arange(1, len(target["masks"]) + 1)[:, None, None]).sum(0)
+        for dtype in (torch.uint8, torch.int64):
+            again = mask_to_target(ids.to(dtype), i)
+            for key in ("boxes", "masks", "labels", "area", "iscrowd"):
+                assert torch.equal(again[key], target[key]), (dtype, key)

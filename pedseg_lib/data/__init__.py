@@ -1,12 +1,12 @@
 """Penn-Fudan data, one module per concern.
 
 ==================== ==================================================================================
-:mod:`.pennfudan`    the dataset (:class:`PennFudanDataset`), masks to targets, statistics, the folder lookup
-:mod:`.annotations`  the PASCAL-style annotation files
-:mod:`.splits`       seeded train/validation/test splits
-:mod:`.download`     download, checksum and unpack Penn-Fudan
-:mod:`.synthetic`    a synthetic look-alike, and synthetic detections, for tests and offline runs
-:mod:`.transforms`   augmentation pipelines and DataLoaders
+``pennfudan``        the dataset (:class:`PennFudanDataset`), masks to targets, statistics, the folder lookup
+``annotations``      the PASCAL-style annotation files
+``splits``           seeded train/validation/test splits
+``download``         download, checksum and unpack Penn-Fudan
+``synthetic``        a synthetic look-alike, and synthetic detections, for tests and offline runs
+``transforms``       augmentation pipelines and DataLoaders
 ==================== ==================================================================================
 
 Conventions:

@@ -106,7 +106,10 @@ class PennFudanDataset(Dataset):
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path.name} is "
                 f"{size[1]}x{size[0]}; the mask must match its image"
             )
-        target = mask_to_target(torch.from_numpy(mask.astype(np.int64)), idx)
+        # 8-bit masks (Penn-Fudan's) stay uint8, where comparing every pixel with every instance id is far cheaper
+        # than in int64; wider masks (16-bit PNGs) become int64.
+        ids = torch.from_numpy(mask if mask.dtype == np.uint8 else mask.astype(np.int64))
+        target = mask_to_target(ids, idx)
         if self._cache is not None:
             # Masks are stored packed-free but uint8: ~0.3 MB/instance for real data, fine for 170 images.
             self._cache[idx] = target
