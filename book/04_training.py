@@ -20,16 +20,18 @@
 #
 # **Learning objectives**
 #
-# - Read the training loop piece by piece and know what each of Mask R-CNN's five losses measures.
-# - Understand the learning-rate warm-up, the schedule, and why the recipe uses batches of two images.
+# - Write the training loop of {term}`Mask R-CNN` in fifteen lines, check that the library's loop gives the same
+#   numbers, and know what each of its five losses measures.
+# - Understand the {term}`learning rate` {term}`warm-up`, the {term}`learning-rate schedule`, and why the recipe
+#   uses batches of two images.
 # - Train with a named recipe, follow the run live, and read its loss, validation and learning-rate curves.
-# - Know what a run folder holds, how a run resumes and how early stopping decides.
-# - Run the same training from the command line, and on several GPUs with `torchrun`.
+# - Know what a run folder holds, how a run resumes and how {term}`early stopping` decides.
+# - Run the same training from the command line, and on several GPUs with `torchrun` ({term}`DDP`).
 #
 # | Profile | Time to run |
 # |---|---|
 # | smoke | 1-2 minutes on 2 CPU cores |
-# | cpu | about 4 minutes: 40 images, 1 epoch, 480 px (measured by `bash .ci/rehearse` on 2 CPU cores) |
+# | cpu | about 4 minutes: 40 images, 1 {term}`epoch`, 480 px (measured by `bash .ci/rehearse` on 2 CPU cores) |
 # | tutorial | a few minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]
@@ -56,7 +58,7 @@ print(profile.banner())
 # ## The recipe is a config
 #
 # Everything that decides a run lives in one dataclass, {py:class}`pedseg_lib.config.TrainConfig`, and the
-# book names four recipes (presets). `tutorial` is the official PyTorch fine-tuning recipe unchanged; `best` is
+# book names four recipes (presets). `tutorial` is the official PyTorch {term}`fine-tuning` recipe unchanged; `best` is
 # longer and stronger for a GPU; `cpu` fits a laptop; `smoke` finishes in seconds and learns nothing useful.
 # The table compares the keys that differ.
 
@@ -82,11 +84,12 @@ print(f"run folder: {cfg.output_dir}")
 # ## Three sets of images: train, validation, test
 #
 # A run splits the data once, with a fixed seed, into three disjoint sets
-# ({py:func}`pedseg_lib.engine.run_split`). The model learns from the **training** images. The **validation**
-# images decide everything a run decides: which epoch is kept as `best.pt`, when to stop early, and (chapter 5)
-# the score threshold. The **test** images decide nothing: nothing reads them until chapter 5 measures the
-# final model on them, once. Choosing anything on the test images would make the reported test AP optimistic,
-# because the choice would be tuned to exactly those images.
+# ({py:func}`pedseg_lib.engine.run_split`). The model learns from the **training** images (the
+# {term}`training split`). The **validation** images (the {term}`validation split`) decide everything a run
+# decides: which {term}`epoch` is kept as `best.pt`, when to stop early, and (chapter 5) the
+# {term}`score threshold`. The **test** images (the {term}`test split`) decide nothing: nothing reads them until
+# chapter 5 measures the final model on them, once. Choosing anything on the test images would make the
+# reported test {term}`AP` optimistic, because the choice would be tuned to exactly those images.
 #
 # The `tutorial` preset follows the official recipe: it trains on every non-test image, keeps no validation
 # images (`val_size=0`), makes no selection, and its model is simply the last epoch. The other presets take
@@ -141,6 +144,7 @@ print(f"{'training steps (batch 2)':<34} {tutorial_steps:>10} {cpu_steps:>10}")
 print(f"{'validation images':<34} {tutorial_recipe.val_size:>10} {cpu_recipe.val_size:>10}")
 print(f"images whose shorter side is at most {cpu_recipe.min_size} px: {native_below} of {len(short_sides)}")
 glue("native_below", native_below, display=False)
+glue("cpu_train", cpu_train, display=False)
 glue("n_short_sides", len(short_sides), display=False)
 glue("cpu_val", cpu_recipe.val_size, display=False)
 glue("pixel_ratio", pixel_ratio, display=False)
@@ -157,10 +161,11 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 #   (chapter 1), so this should cost little; small, distant people would suffer first.
 # - **Fewer images and one epoch.** {glue:text}`step_ratio:.0f` times fewer training steps. This is the change that costs
 #   most: the new predictors see each of the few training images once, and fewer examples of occlusion and
-#   unusual poses. The COCO weights already detect people well, which is why one short epoch still gives a
+#   unusual poses. The {term}`COCO` weights already detect people well, which is why one short epoch still gives a
 #   useful model.
-# - **Validation images.** {glue}`cpu_val` images are kept out of training to choose the model and, in chapter 5, the score
-#   threshold honestly; the training set is 20 images smaller for it.
+# - **Validation images.** {glue}`cpu_val` images are kept out of training to choose the model and, in chapter 5,
+#   the score threshold honestly. They come out of the images the training set is drawn from; with only
+#   {glue}`cpu_train` training images used, that costs the `cpu` recipe no training image.
 #
 # These effects are argued, not yet measured: this page cannot run the 800-pixel recipe on a CPU within its
 # budget. Exercise 4 measures them on a GPU.
@@ -173,11 +178,11 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 #
 # | Loss | Part | What it measures |
 # |---|---|---|
-# | `loss_objectness` | region proposal network (RPN) | is there *an object* (of any class) in this anchor box? binary cross-entropy |
+# | `loss_objectness` | {term}`region proposal network <RPN>` (RPN) | is there *an object* (of any class) in this {term}`anchor` box? binary cross-entropy |
 # | `loss_rpn_box_reg` | RPN | how far the anchor must move and stretch to fit the object (smooth L1) |
-# | `loss_classifier` | box head | which class (pedestrian or background) each proposal is (cross-entropy) |
+# | `loss_classifier` | {term}`box head` | which class (pedestrian or background) each {term}`proposal` is (cross-entropy) |
 # | `loss_box_reg` | box head | how to refine each proposal's box to the true box (smooth L1) |
-# | `loss_mask` | mask head | per-pixel binary cross-entropy of the 28x28 mask of each positive proposal |
+# | `loss_mask` | {term}`mask head` | per-pixel binary cross-entropy of the 28x28 mask {term}`logits <logit>` of each positive proposal |
 #
 # The two RPN terms teach the network *where to look*, the box terms *what and exactly where*, and the mask term
 # *which pixels*. You will see them fall at very different speeds in the curves below.
@@ -186,7 +191,7 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 # ## Warm-up and schedule
 #
 # A freshly replaced box and mask predictor produces large, random gradients. Starting at the full learning rate
-# can throw the pretrained backbone off (and, from random weights, turns the losses into NaN within a few
+# can throw the pretrained {term}`backbone` off (and, from random weights, can make the losses explode within a few
 # iterations). So the learning rate starts at `lr * warmup_factor` and grows linearly to `lr` over the warm-up,
 # as the official tutorial does over its first epoch (at most 1000 iterations). After that a schedule takes over:
 # `tutorial` divides the rate by 10 every 3 epochs (so never within its 2 epochs), `best` follows a cosine to zero.
@@ -216,34 +221,161 @@ plt.show()
 # %% [markdown]
 # ## Why batches of two
 #
-# Detection models are trained on large images (the shorter side resized to `min_size`, 800 pixels in `tutorial`)
-# and keep many intermediate feature maps for the backward pass, so two such images already fill a small GPU.
-# Small batches are fine here because the pretrained backbone's batch-norm layers are *frozen*
-# (`FrozenBatchNorm2d`): their statistics come from COCO and do not depend on the batch. The learning rate
-# goes with the batch size (the "linear scaling rule"): `best` doubles both.
+# Detection models are trained on large images (the shorter side resized to `min_size`, 800 pixels in
+# `tutorial`) and keep many intermediate feature maps for the backward pass, so memory grows quickly with the
+# batch; the official tutorial uses batches of two. Small batches are a problem for ordinary {term}`BatchNorm`,
+# which normalises with the statistics of the batch in train mode: two images give noisy statistics. v1 with
+# pretrained weights (the `tutorial` and `cpu` recipes) avoids it: torchvision builds its backbone with
+# {term}`FrozenBatchNorm` (`FrozenBatchNorm2d`), whose statistics come from COCO and do not depend on the
+# batch. That is **not** true of every recipe: the `best` preset's v2 model has ordinary, trainable
+# `BatchNorm2d` layers (in the backbone, the {term}`FPN` and the heads) and trains with batches of four. The model this
+# profile trains, and the `best` preset's, counted:
+
+# %%
+from collections import Counter
+
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from pedseg_lib.model import build_untrained
+
+
+def norm_layers(recipe):
+    """Batch-norm modules of the model a recipe trains (its exact architecture, built offline)."""
+    built = build_untrained(variant=recipe.variant, weights=recipe.weights,
+                            trainable_backbone_layers=recipe.trainable_backbone_layers)
+    kinds = Counter(type(m).__name__ for m in built.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)))
+    trainable = sum(1 for m in built.modules() if type(m) is nn.BatchNorm2d and m.weight.requires_grad)
+    return kinds["FrozenBatchNorm2d"], kinds["BatchNorm2d"], trainable
+
+
+best_recipe = load_preset("best")
+print(f"{'recipe':<22} {'variant':>7} {'weights':>8} {'batch':>5} {'lr':>6} {'FrozenBatchNorm2d':>18} "
+      f"{'BatchNorm2d':>12} {'trainable BatchNorm2d':>22}")
+counts = {}
+for label, recipe in (("this profile: " + cfg.preset, cfg), ("best", best_recipe)):
+    counts[label] = norm_layers(recipe)
+    frozen, ordinary, trainable = counts[label]
+    print(f"{label:<22} {recipe.variant:>7} {recipe.weights!s:>8} {recipe.batch_size:>5} {recipe.lr:>6} "
+          f"{frozen:>18} {ordinary:>12} {trainable:>22}")
+glue("profile_frozen_bn", counts["this profile: " + cfg.preset][0], display=False)
+glue("profile_bn", counts["this profile: " + cfg.preset][1], display=False)
+glue("best_bn", counts["best"][1], display=False)
+glue("best_trainable_bn", counts["best"][2], display=False)
+glue("best_batch", best_recipe.batch_size, display=False)
+glue("best_lr_ratio", best_recipe.lr / tutorial_recipe.lr, display=False)
+glue("best_batch_ratio", best_recipe.batch_size / tutorial_recipe.batch_size, display=False)
+
+# %% [markdown]
+# The model this page trains has {glue}`profile_frozen_bn` `FrozenBatchNorm2d` and {glue}`profile_bn` ordinary
+# `BatchNorm2d` layers (a smoke run starts from random weights, so torchvision gives it ordinary batch norm);
+# the `best` preset's v2 has {glue}`best_bn` `BatchNorm2d` layers, {glue}`best_trainable_bn` of them with
+# trainable weights, normalising batches of {glue}`best_batch` images. The learning rate goes with the batch
+# size (the "linear scaling rule"): `best` multiplies the batch by {glue:text}`best_batch_ratio:.0f` and the
+# rate by {glue:text}`best_lr_ratio:.0f`.
 
 # %% [markdown]
 # ## The loop
 #
-# One epoch is {py:func}`pedseg_lib.engine.train_one_epoch`. Read it once; it is short. Per batch: move the data,
-# compute the losses (under `autocast` when mixed precision is on), stop with a
-# {py:class}`pedseg_lib.errors.NonFiniteLossError` naming the batch's images *before* a NaN can reach the
-# weights, back-propagate (through a `GradScaler` with mixed precision), optionally clip the gradient norm,
-# step the optimiser and the learning-rate schedule, and record every loss term.
+# Training is a short loop. The model in train mode takes images *and* targets and returns its five losses;
+# their sum is back-propagated and an {term}`SGD` step (with {term}`momentum` and {term}`weight decay`) moves
+# the trainable parameters. Here it is, written out, for two steps on the first training images of this
+# profile's run (one image per step, to keep this cheap; the recipe's batches hold `batch_size` images),
+# starting from the model the recipe builds. Warm-up is left out, so the rate is constant; it is the rate the
+# recipe's warm-up starts from, `lr * warmup_factor`, so that two steps from a fresh predictor stay gentle.
 
 # %%
-import inspect
+import copy
 
-source = inspect.getsource(engine.train_one_epoch)
-body = source.split('    """', 2)[2]  # skip the signature's docstring; the code is what matters here
-print("def train_one_epoch(model, optimizer, loader, device, epoch, scheduler, scaler, clip_grad_norm, ...):")
-print(body.split("\n", 1)[1])
+import torch
+
+from pedseg_lib import data
+from pedseg_lib.model import build_model
+
+STEPS, BATCH = 2, 1  # a few seconds per step in the cpu profile: enough to compare, not to learn
+device = torch.device(profile.device)
+train_images = data.PennFudanDataset(cfg.data_root, transforms=data.build_transforms(True, hflip=cfg.hflip))
+torch.manual_seed(cfg.seed)  # the random flips
+subset = torch.utils.data.Subset(train_images, split["train"][: STEPS * BATCH])
+batches = list(data.create_loader(subset, BATCH, shuffle=False))  # the same batches for both loops
+lr = cfg.lr * cfg.warmup_factor
+
+
+def recipe_model():
+    torch.manual_seed(cfg.seed)
+    return build_model(variant=cfg.variant, weights=cfg.weights, min_size=cfg.min_size, max_size=cfg.max_size,
+                       trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
+
+
+model = recipe_model()
+start = copy.deepcopy(model.state_dict())  # for the library's loop below
+params = [p for p in model.parameters() if p.requires_grad]
+optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+torch.manual_seed(1)  # the RPN and the box head sample proposals at random
+model.train()
+logged = []
+for images, targets in batches:
+    images = [image.to(device) for image in images]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    loss_dict = model(images, targets)  # five losses
+    loss = sum(loss_dict.values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    logged.append({"loss": loss.item(), **{k: v.item() for k, v in loss_dict.items()}})
+for step, row in enumerate(logged, 1):
+    print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
 
 # %% [markdown]
+# {py:func}`pedseg_lib.engine.train_one_epoch` is the library's version of that loop. From the same start
+# (the state copied above), with the same batches, the same random seed, the same optimiser
+# ({py:func}`pedseg_lib.engine.build_optimizer` builds it from the config) and with no schedule, no gradient
+# clipping and no `amp` autocast, it must log the same losses and end with the same weights. The assert
+# allows for rounding (`torch.testing.assert_close`'s float32 tolerances), since a GPU may sum in another order:
+
+# %%
+import dataclasses
+
+library_model = recipe_model()
+library_model.load_state_dict(start)
+library_optimizer = engine.build_optimizer(library_model, dataclasses.replace(cfg, lr=lr))
+torch.manual_seed(1)
+records = engine.train_one_epoch(library_model, library_optimizer, batches, device, epoch=1, scheduler=None,
+                                 scaler=None, clip_grad_norm=None, amp=False)
+keys = list(logged[0])
+torch.testing.assert_close([[r[k] for k in keys] for r in records], [[r[k] for k in keys] for r in logged])
+for ours, theirs in zip(model.state_dict().values(), library_model.state_dict().values(), strict=True):
+    torch.testing.assert_close(ours, theirs)
+largest = max((a.float() - b.float()).abs().max().item()
+              for a, b in zip(model.state_dict().values(), library_model.state_dict().values(), strict=True))
+print(f"same losses at every step and same weights after {len(records)} steps "
+      f"(largest difference {largest:.2g})")
+del model, library_model, optimizer, library_optimizer, start  # free the memory before the real run
+
+# %% [markdown]
+# What `train_one_epoch` adds to the fifteen lines, and why:
+#
+# - **Warm-up and schedule.** It steps a learning-rate scheduler after every iteration (the `LRSchedule` above),
+#   and logs the rate each step used.
+# - **{term}`Gradient clipping <gradient clipping>`.** With `clip_grad_norm`, the global gradient norm is capped
+#   before the step, so one bad batch cannot throw the weights far (the `best` and `smoke` presets use it).
+# - **A check for NaN and infinity.** A non-finite loss stops the run with a
+#   {py:class}`pedseg_lib.errors.NonFiniteLossError` naming the epoch, the iteration and the batch's images,
+#   raised *before* `optimizer.step()`, so the weights (and `last.pt`) stay finite.
+# - **{term}`AMP`.** With `amp`, the forward pass runs under `torch.autocast`: float16 with a
+#   `GradScaler` on CUDA (the scaler multiplies the loss so that small float16 gradients do not round to zero,
+#   and unscales them before clipping), bfloat16 on the CPU, which has float32's range and needs no scaler.
+# - **Several processes.** Under `torchrun` the model is wrapped in `DistributedDataParallel` by `fit`, and the
+#   logged losses are averaged over the processes, so that every process sees the same numbers and a NaN on
+#   one stops them all.
+# - **Records and a progress bar.** One record per iteration (epoch, iteration, learning rate, the loss and its
+#   five terms) for the history and the curves, and a tqdm bar with the running loss and the time left.
+#
 # {py:func}`pedseg_lib.engine.fit` wraps it: it seeds Python, NumPy and PyTorch, makes the seeded split and the
-# data loaders, builds the model and optimiser, and after every epoch measures the validation loss
-# ({py:func}`pedseg_lib.engine.evaluate_loss`) and the validation COCO AP, writes the history and the
-# checkpoints, and decides whether to stop early.
+# data loaders (with {term}`data augmentation`: random flips, and colour changes in `best`), builds the model and optimiser, and after every
+# epoch measures the validation loss ({py:func}`pedseg_lib.engine.evaluate_loss`) and the validation COCO AP,
+# writes the history and the checkpoints, and decides whether to stop early.
 #
 # ## Train
 #
@@ -254,17 +386,35 @@ result = engine.fit(cfg, progress=True)
 history = result.history
 
 # %% [markdown]
-# The first iteration's losses, before any learning. From COCO weights with a new, random predictor, expect the
-# classifier and the mask terms near `ln 2` (a coin flip between pedestrian and background, per proposal and
-# per pixel); from random weights (smoke) anything goes:
+# The first iteration's losses are measured before any learning. The official tutorial prints its own first
+# iteration (COCO weights, new predictors, 800 pixels, batch 2); the cell puts it next to this run's:
 
 # %%
-print(f"ln 2 = {math.log(2):.3f}")
+# From the output printed on the official tutorial's page, "Epoch: [0]  [ 0/60]" (TorchVision Object Detection
+# Finetuning Tutorial, https://pytorch.org/tutorials/intermediate/torchvision_tutorial.html, updated 2025-09-05).
+OFFICIAL_FIRST = {"loss_classifier": 0.6642, "loss_box_reg": 0.4568, "loss_mask": 1.8924,
+                  "loss_objectness": 0.0133, "loss_rpn_box_reg": 0.0126}
 first = history["iterations"][0]
-for key, value in first.items():
-    print(f"{key:<18} {value:.4g}" if isinstance(value, float) else f"{key:<18} {value}")
-if profile.is_smoke:
-    print("(smoke profile: random backbone, tiny images - these numbers mean nothing)")
+print(f"{'loss':<18} {'this run':>9} {'official':>9}")
+for key, official in OFFICIAL_FIRST.items():
+    print(f"{key:<18} {first[key]:>9.4f} {official:>9.4f}")
+print(f"ln 2 = {math.log(2):.4f}")
+glue("ln2", math.log(2), display=False)
+glue("official_classifier", OFFICIAL_FIRST["loss_classifier"], display=False)
+glue("official_mask", OFFICIAL_FIRST["loss_mask"], display=False)
+glue("first_classifier", first["loss_classifier"], display=False)
+glue("first_mask", first["loss_mask"], display=False)
+
+# %% [markdown]
+# A classifier that cannot yet tell pedestrian from background is a coin flip, with a cross-entropy of
+# ln 2 = {glue:text}`ln2:.3f`; the tutorial's first `loss_classifier` is close to it
+# ({glue:text}`official_classifier:.2f`). The mask loss is **not**: the tutorial's first `loss_mask` is
+# {glue:text}`official_mask:.2f`, far above ln 2. A per-pixel binary cross-entropy is ln 2 only when the logits
+# are near zero, and the new ones are not: `MaskRCNNPredictor` initialises its weights Kaiming-normal with
+# `mode="fan_out"`, which for the final 1x1 convolution (2 output channels) means weights of standard deviation
+# 1 over 256 input channels, so the first logits are large, and a confidently wrong pixel costs far more than
+# ln 2. This run's first iteration gave {glue:text}`first_classifier:.2f` and {glue:text}`first_mask:.2f`; in
+# smoke the whole model is random and tiny, so these prove only that the code runs.
 
 # %% [markdown]
 # ## Reading the curves
@@ -278,7 +428,7 @@ plot_loss_components(history, smooth=min(5, len(history["iterations"])))
 plt.show()
 
 # %% [markdown]
-# Per epoch: training loss against validation loss (a widening gap means over-fitting), and the validation AP,
+# Per epoch: training loss against validation loss (a widening gap means {term}`overfitting`), and the validation AP,
 # the number that matters (chapter 5 explains it). The validation loss is computed with the model in train mode
 # (the only mode in which torchvision returns losses) under `torch.no_grad()`, with batch-norm statistics frozen,
 # so measuring it changes nothing.
@@ -290,8 +440,6 @@ print(f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'box AP':>7} {'mask AP'
 for row in history["epochs"]:
     print(f"{row['epoch']:>5} {row['train_loss']:>11.3f} {row['val_loss']:>9.3f} {row['bbox_AP']:>7.3f} "
           f"{row['segm_AP']:>8.3f} {row['seconds']:>8.1f}")
-if profile.is_smoke:
-    print("SMOKE PROFILE: a few iterations from random weights - these numbers are meaningless.")
 
 # %% [markdown]
 # And the learning rate the run actually used, iteration by iteration (the warm-up is the ramp at the start):
@@ -358,18 +506,18 @@ print("same history:", again.history["iterations"] == history["iterations"])
 # pedseg resume runs/longer            # continue after an interruption
 # ```
 #
-# Every option:
+# Every option, from the command itself (a shell command run with this notebook's own Python):
 
 # %%
-out = subprocess.run([sys.executable, "-m", "pedseg_lib", "train", "--help"], capture_output=True, text=True)
-print(out.stdout or out.stderr)
+# !{sys.executable} -m pedseg_lib train --help
 
 # %% [markdown]
 # ## On several GPUs
 #
 # Launched by `torchrun`, the same command trains with `DistributedDataParallel`: each process takes its share
-# of every epoch (a `DistributedSampler`), losses and AP are averaged over processes, and only the first process
-# prints, shows progress and writes the run folder:
+# of every epoch (a `DistributedSampler`), the logged losses are averaged over the processes, the validation AP
+# is computed once from the predictions of all of them, and only the first process prints, shows progress and
+# writes the run folder:
 #
 # ```bash
 # torchrun --nproc_per_node=4 -m pedseg_lib train --preset best --set lr=0.02
@@ -378,23 +526,155 @@ print(out.stdout or out.stderr)
 # The effective batch is `batch_size` times the number of processes, so scale the learning rate with it.
 
 # %% [markdown]
+# ## Check yourself
+#
+# :::{dropdown} Why does the loop call `optimizer.zero_grad()` at every step?
+# Because `loss.backward()` adds to the `.grad` of every parameter instead of overwriting it. Without the reset,
+# each step would use the sum of the gradients of all the batches so far.
+# :::
+#
+# :::{dropdown} Both loops were started with `torch.manual_seed(1)`. Why is that needed for them to agree?
+# In train mode the RPN and the box head draw a random sample of proposals (positives and negatives) for their
+# losses at every step. With another seed they would draw other proposals and log other losses, although
+# both loops are the same code.
+# :::
+#
+# :::{dropdown} Why does the first classifier loss start near ln 2, but the first mask loss far above it?
+# A two-class cross-entropy is ln 2 when the prediction is a coin flip, that is, when the logits are close to
+# each other. The new box predictor's logits start small, but `MaskRCNNPredictor`'s Kaiming-normal
+# initialisation gives the mask logits a large spread, so many pixels start confidently wrong, and each of
+# them costs much more than ln 2.
+# :::
+#
+# :::{dropdown} Is batch norm frozen in every recipe of this book?
+# No. v1 with pretrained weights (`tutorial`, `cpu`) has `FrozenBatchNorm2d` in its backbone, whose statistics
+# never change. A random model (smoke) and the v2 model of the `best` preset have ordinary `BatchNorm2d`, which
+# normalises with the statistics of each training batch (four images in `best`) and keeps updating its running
+# statistics in train mode.
+# :::
+#
+# :::{dropdown} Why does `train_one_epoch` check the loss for NaN *before* `optimizer.step()`?
+# A NaN loss gives NaN gradients, and one step with them makes every updated weight NaN. Raising
+# `NonFiniteLossError` before the step keeps the weights finite, so `last.pt` from the previous epoch is a
+# good point to resume from with a lower learning rate, more warm-up or gradient clipping.
+# :::
+#
 # ## Summary
 #
+# - The training loop is fifteen lines: forward with targets, sum the five losses, zero the gradients,
+#   backward, step. `train_one_epoch` gives the same numbers from the same start, and adds warm-up and
+#   schedule, gradient clipping, a NaN check, AMP, multi-process averaging and logging.
 # - A run is a {py:class}`~pedseg_lib.config.TrainConfig`: presets for the official recipe, a stronger GPU recipe,
 #   a CPU recipe and a smoke test; change any key with `--set key=value` or a YAML file.
 # - Mask R-CNN minimises five losses: two for the proposal network, two for the box head, one for the masks.
 # - Linear warm-up keeps the first steps stable; a step or cosine schedule lowers the rate later.
+# - Batch norm is frozen only in v1 with pretrained weights; `best`'s v2 trains ordinary batch norm.
 # - `fit` validates every epoch (loss and COCO AP), keeps `last.pt` and `best.pt`, writes the history, resumes
 #   exactly and stops early on a plateau; a NaN loss stops the run and names the images of the batch.
 # - The same engine runs from the `pedseg` command and on several GPUs with `torchrun`.
 #
 # ## Exercises
 #
-# 1. Train with `warmup_iters=0` and `lr=0.02` (`apply_overrides(cfg, [...])`). What happens to the first
-#    iterations' losses? Does the engine stop, and which images does it name?
-# 2. Train the `cpu` preset with `epochs=3`, interrupt it with the stop button after its first epoch, then
-#    resume it with `engine.fit(cfg, resume=True)`. Compare `history_epochs.csv` with an uninterrupted run.
-# 3. Run the `best` preset with `patience=2` on a GPU and read `history["status"]`. Which epoch did `best.pt` keep?
-# 4. On a GPU, measure what the `cpu` recipe gives up: train `cpu` with `min_size=800, max_size=1333`, then
-#    with `max_train_images=null`, then with `epochs=2`, and compare the validation mask AP of each with the
-#    `cpu` run's. Which change costs most?
+# 1. **No warm-up, a high rate.** *Needs: CPU, about 10 minutes in the `cpu` profile.* Train with
+#    `warmup_iters=0` and `lr=0.02`. What happens to the first iterations' losses? Does the engine stop, and
+#    which images does it name?
+#
+#    :::{dropdown} Hint
+#    Change the two keys with {py:func}`pedseg_lib.config.apply_overrides`, give the run its own `output_dir`, and
+#    catch {py:class}`pedseg_lib.errors.NonFiniteLossError`: its `image_ids`, `losses` and `iteration` say
+#    where it happened.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.config import apply_overrides
+#    from pedseg_lib.errors import NonFiniteLossError
+#
+#    hot = apply_overrides(cfg, ["warmup_iters=0", "lr=0.02",
+#                                f"output_dir={Path(cfg.output_dir).parent / 'no_warmup'}"])
+#    try:
+#        run = engine.fit(hot, progress=False)
+#        for row in run.history["iterations"][:5]:
+#            print(row["iteration"], f"loss {row['loss']:.3f}", f"mask {row['loss_mask']:.3f}")
+#    except NonFiniteLossError as error:
+#        print(f"stopped at iteration {error.iteration} on images {error.image_ids}: {error.losses}")
+#    ```
+#    Compare the first iterations with this page's run: without warm-up the new predictors take full-size steps
+#    at once, and the losses jump before they fall, or turn into NaN. If the engine stops, it names the
+#    dataset indices of the batch, and `last.pt` holds no broken weights.
+#    :::
+#
+# 2. **Interrupt and resume.** *Needs: CPU, about 30 minutes in the `cpu` profile (two 3-epoch runs).* Train
+#    the `cpu` preset with `epochs=3`, stop it after its first epoch, resume it, and compare it with an
+#    uninterrupted run.
+#
+#    :::{dropdown} Hint
+#    `fit`'s `on_epoch_end` callback stops the run when it returns True, as an interruption would;
+#    `engine.fit(cfg, resume=True)` continues from `last.pt`.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.config import apply_overrides
+#
+#    runs = Path(cfg.output_dir).parent
+#    interrupted = apply_overrides(cfg, ["epochs=3", f"output_dir={runs / 'interrupted'}"])
+#    engine.fit(interrupted, progress=False, on_epoch_end=lambda row: row["epoch"] == 1)
+#    resumed = engine.fit(interrupted, resume=True, progress=False)
+#    straight = engine.fit(apply_overrides(cfg, ["epochs=3", f"output_dir={runs / 'straight'}"]), progress=False)
+#    print("same iterations:", resumed.history["iterations"] == straight.history["iterations"])
+#    ```
+#    The iteration records (losses and learning rates) are the same: `last.pt` holds the model, the optimiser,
+#    the schedule and the random-number states, and the data order is re-seeded every epoch. Only the
+#    `seconds` column of the epoch rows differs.
+#    :::
+#
+# 3. **Early stopping.** *Needs: a GPU, about 30 minutes.* Run the `best` preset with `patience=2` and read
+#    `history["status"]`. Which epoch did `best.pt` keep?
+#
+#    :::{dropdown} Hint
+#    {py:func}`pedseg_lib.config.config_for_profile` with the `best` profile gives the preset with data and run
+#    folder filled in; `fit` returns `best_epoch` and `stopped_early`.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.config import apply_overrides
+#    from pedseg_lib.profiles import get_profile
+#
+#    best_cfg = apply_overrides(config_for_profile(get_profile("best")), ["patience=2"])
+#    run = engine.fit(best_cfg)
+#    print(run.history["status"]["reason"])
+#    print("best epoch:", run.best_epoch, "stopped early:", run.stopped_early)
+#    ```
+#    With `patience=2` the run stops once the validation mask AP has not improved for two epochs in a row;
+#    `best.pt` is the best epoch before that, which is not the last one when the run stopped early.
+#    :::
+#
+# 4. **What the `cpu` recipe gives up.** *Needs: a GPU, about 30 minutes.* Train `cpu` with
+#    `min_size=800, max_size=1333`, then with `max_train_images=null`, then with `epochs=2`, and compare the
+#    validation mask AP of each with the `cpu` run's. Which change costs most?
+#
+#    :::{dropdown} Hint
+#    Change one key at a time from `load_preset("cpu")` (with `config_for_profile(get_profile("cpu"))` the data
+#    and run folder are filled in; on a GPU machine `device=auto` trains on the GPU), and give each run its own
+#    `output_dir`.
+#    :::
+#
+#    :::{dropdown} Solution
+#    ```python
+#    from pedseg_lib.config import apply_overrides
+#    from pedseg_lib.profiles import get_profile
+#
+#    cpu_cfg = config_for_profile(get_profile("cpu"))
+#    changes = {"cpu": [], "800px": ["min_size=800", "max_size=1333"], "all_images": ["max_train_images=null"],
+#               "2_epochs": ["epochs=2"]}
+#    for name, change in changes.items():
+#        run_cfg = apply_overrides(cpu_cfg, [*change, f"output_dir={Path(cpu_cfg.output_dir).parent / name}"])
+#        epochs = engine.fit(run_cfg, progress=False).history["epochs"]
+#        print(f"{name:<11} best validation mask AP {max(row['segm_AP'] for row in epochs):.3f}")
+#    ```
+#    Every variant keeps the same validation images, so their AP values are comparable; with so few validation images
+#    differences of a point or two are noise (repeat with another `seed`). The page argued that fewer images
+#    and epochs cost most; this measures it.
+#    :::
