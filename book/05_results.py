@@ -127,8 +127,8 @@ print(ious.numpy().round(3))
 
 pair_box, pair_mask = box_iou(detections[1][0], gt_boxes[0]), mask_iou(ellipse(detections[1][0]), ellipse(gt_boxes[0]))
 print(f"detection 1 and pedestrian 0: box IoU {pair_box:.3f}, mask IoU {pair_mask:.3f}")
-glue("toy_box_iou", pair_box, display=False)
-glue("toy_mask_iou", pair_mask, display=False)
+glue("toy_box_iou", float(pair_box), display=False)
+glue("toy_mask_iou", float(pair_mask), display=False)
 
 # %% [markdown]
 # The detection with score 0.95 and the first pedestrian share a box IoU of {glue:text}`toy_box_iou:.3f` but a
@@ -197,7 +197,7 @@ print(" score  match   precision  monotone  recall")
 for (_, score), hit, p, e, r in zip(sorted(detections, key=lambda d: -d[1]), hits, precision, envelope, recall, strict=True):
     print(f"  {score:.2f}  {'TP' if hit else 'FP'}      {p:.3f}      {e:.3f}     {r:.3f}")
 print(f"AP at IoU 0.5: {toy_ap50:.4f}")
-glue("toy_ap50", toy_ap50, display=False)
+glue("toy_ap50", float(toy_ap50), display=False)
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.plot(recall, precision, "o", label="precision after each detection")
@@ -319,8 +319,8 @@ test_metrics = evaluation.coco_evaluate(test_set, predictions)
 for iou_type, name in (("bbox", "boxes"), ("segm", "masks")):
     print(f"== {name} ({iou_type}) ==")
     print(test_metrics.table(iou_type))
-glue("test_box_ap", test_metrics.stats["bbox"][0], display=False)
-glue("test_mask_ap", test_metrics.stats["segm"][0], display=False)
+glue("test_box_ap", float(test_metrics.stats["bbox"][0]), display=False)
+glue("test_mask_ap", float(test_metrics.stats["segm"][0]), display=False)
 
 # %% [markdown]
 # This run's box AP is {glue:text}`test_box_ap:.3f` and its mask AP {glue:text}`test_mask_ap:.3f` (in the
@@ -453,7 +453,7 @@ for t in sorted({OPERATING_THRESHOLD, chosen} & set(at)):  # the default and the
     k = at[t]
     print(f"{len(decision_set)} decision images, threshold {t:.2f}: precision {sweep['precision'][k]:.3f}, "
           f"recall {sweep['recall'][k]:.3f}, F1 {sweep['f1'][k]:.3f}, {sweep['kept'][k]} detections kept")
-glue("chosen_threshold", chosen, display=False)
+glue("chosen_threshold", float(chosen), display=False)
 
 # %% [markdown]
 # The threshold with the best F1 on the decision images is {glue:text}`chosen_threshold:.2f`. Applied once to

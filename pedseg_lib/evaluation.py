@@ -419,12 +419,12 @@ class PublishedAP:
         return f"> {self.box_ap:.2f}" if self.box_lower_bound else f"{self.box_ap:.3f}"
 
 
-# Both versions train maskrcnn_resnet50_fpn from COCO weights at 800 px with SGD (lr 0.005, momentum 0.9,
-# weight decay 5e-4, batch 2, StepLR step 3 gamma 0.1, horizontal flips) and test on 50 images drawn by an
-# unseeded torch.randperm. The current version trains 2 epochs (the ``tutorial`` preset); its prose states
-# only "after one epoch of training, we obtain a COCO-style mAP > 50, and a mask mAP of 65". The older
-# .rst version trains 10 epochs and printed the full tables after epochs 1 and 10. Up to epoch 3 the two
-# schedules are the same, so the epoch-1 rows measure the same training; no version published epoch 2.
+#: Both versions train maskrcnn_resnet50_fpn from COCO weights at 800 px with SGD (lr 0.005, momentum 0.9,
+#: weight decay 5e-4, batch 2, StepLR step 3 gamma 0.1, horizontal flips) and test on 50 images drawn by an
+#: unseeded torch.randperm. The current version trains 2 epochs (the ``tutorial`` preset); its prose states
+#: only "after one epoch of training, we obtain a COCO-style mAP > 50, and a mask mAP of 65". The older
+#: .rst version trains 10 epochs and printed the full tables after epochs 1 and 10. Up to epoch 3 the two
+#: schedules are the same, so the epoch-1 rows measure the same training; no version published epoch 2.
 OFFICIAL_TUTORIAL_AP: tuple[PublishedAP, ...] = (
     PublishedAP("current version, 2 epochs",
                 "pytorch/tutorials intermediate_source/torchvision_tutorial.py @ 069e5071",
