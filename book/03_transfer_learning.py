@@ -162,6 +162,8 @@ for part, coco_part, new_part in [("box predictor", coco_box, recipe.roi_heads.b
     coco_layers = dict(coco_part.named_children())
     for layer, module in new_part.named_children():
         count = sum(p.numel() for p in module.parameters())
+        if not count:
+            continue  # the ReLU between the mask predictor's two layers
         coco_count = sum(p.numel() for p in coco_layers[layer].parameters())
         rows.append((part, layer, module, count, coco_count))
 print(f"{'predictor':<15} {'layer':<16} {'module':<48} {'ours':>9} {'COCO (91)':>10}")
