@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ WEIGHTS = ("coco", "imagenet", None)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+# A number in exponent notation without a dot ("1e-5"), which YAML 1.1 (PyYAML) reads as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DEFAULT_RUNS_DIR = "runs"  # run folders go to <checkout>/runs/<preset> unless output_dir (or PEDSEG_RUNS) says otherwise
 
 
@@ -162,6 +165,8 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
             raise _bad_type(key, value, hint, where)
         return [_coerce(key, v, item, where) for v in value]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -134,3 +134,17 @@ def test_config_for_profile(synthetic_root, tmp_path, monkeypatch):
     cfg = config_for_profile(profile)
     assert cfg.preset == "smoke" and cfg.data_root == str(synthetic_root)
     assert cfg.output_dir.endswith("runs/smoke")
+
+
+def test_exponent_floats_are_numbers_in_overrides_and_files(tmp_path):
+    """PyYAML reads 1e-5 (no dot) as a string; a float key still takes it as the number it means."""
+    assert apply_overrides(load_preset("smoke"), ["lr=1e-5"]).lr == 1e-5
+    assert apply_overrides(load_preset("smoke"), ["lr=2.5E-3", "warmup_factor=1e-3"]).warmup_factor == 1e-3
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: smoke\nlr: 1e-4\nweight_decay: 5e-5\n")
+    cfg = load_config(path)
+    assert (cfg.lr, cfg.weight_decay) == (1e-4, 5e-5)
+    with pytest.raises(ConfigError, match="'lr'"):
+        apply_overrides(load_preset("smoke"), ["lr=fast"])
+    with pytest.raises(ConfigError, match="'epochs'"):
+        apply_overrides(load_preset("smoke"), ["epochs=1e3"])  # an int key takes no exponent string
