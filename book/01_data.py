@@ -28,7 +28,7 @@
 # | Profile | Time to run |
 # |---|---|
 # | smoke | under 1 minute |
-# | cpu | under 1 minute (estimate: no model runs; every mask is decoded twice, by the page and the library) |
+# | cpu | about 10 seconds: no model runs; every mask is decoded twice, by the page and the library (measured by `bash .ci/rehearse` on 2 CPU cores) |
 # | tutorial | under 1 minute (estimate) |
 
 # %% tags=["colab"]

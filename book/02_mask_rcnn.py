@@ -31,7 +31,7 @@
 # | Profile | Time to run |
 # |---|---|
 # | smoke | under 1 minute (random weights, the smoke preset's 160-pixel input) |
-# | cpu | under 1 minute after the 170 MB weights download (estimate: two forward passes at 480 px) |
+# | cpu | about 10 seconds after the 170 MB weights download: two forward passes at 480 px (measured by `bash .ci/rehearse` on 2 CPU cores) |
 # | tutorial | under 1 minute after the weights download (estimate) |
 
 # %% tags=["colab"]
