@@ -40,7 +40,7 @@ def _train_config(args: argparse.Namespace):
     if cfg.data_root is None:  # recorded in the run's config.yaml, so `pedseg evaluate` finds the same data
         from pedseg_lib.profiles import dataset_root
 
-        cfg = C.apply_overrides(cfg, [f"data_root={dataset_root(None)}"])
+        cfg = C.apply_overrides(cfg, [f"data_root={dataset_root(None, cfg.preset)}"])
     return cfg
 
 
@@ -118,7 +118,7 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path
         except TypeError as exc:
             raise CheckpointError(f"{args.checkpoint}: its training config does not fit this version ({exc}); "
                                   "pass the run folder with its config.yaml instead") from None
-    root = dataset_root(args.data or cfg.data_root)
+    root = dataset_root(args.data or cfg.data_root, cfg.preset)
     split_path = checkpoint_path.parent / SPLIT_FILE
     if not split_path.is_file():
         return test_split(dataclasses.replace(cfg, data_root=str(root))), "recomputed from the run's config"

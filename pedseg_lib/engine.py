@@ -308,7 +308,7 @@ def run_split(cfg: TrainConfig) -> dict[str, list[int]]:
     Raises:
         PedsegError: no dataset at ``data_root`` (DatasetError), or ``test_size``/``val_size`` that do not fit it.
     """
-    return _full_split(cfg, dataset_root(cfg.data_root))
+    return _full_split(cfg, dataset_root(cfg.data_root, cfg.preset))
 
 
 def _subset(root: Path, indices: list[int], transforms: Callable | None = None) -> Subset:
@@ -337,7 +337,7 @@ def test_split(cfg: TrainConfig) -> Subset:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`; its ``image_id`` values are the
         indices into the full dataset.
     """
-    root = dataset_root(cfg.data_root)
+    root = dataset_root(cfg.data_root, cfg.preset)
     return _subset(root, _full_split(cfg, root)["test"])
 
 
@@ -347,7 +347,7 @@ def val_split(cfg: TrainConfig) -> Subset:
     Returns:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`, empty when ``val_size`` is 0.
     """
-    root = dataset_root(cfg.data_root)
+    root = dataset_root(cfg.data_root, cfg.preset)
     return _subset(root, _used(cfg, _full_split(cfg, root))["val"])
 
 
@@ -361,7 +361,7 @@ def decision_split(cfg: TrainConfig) -> tuple[Subset, str]:
         ``(subset, sentence)``: a ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset` and one
         sentence saying which images these are and why.
     """
-    root = dataset_root(cfg.data_root)
+    root = dataset_root(cfg.data_root, cfg.preset)
     used = _used(cfg, _full_split(cfg, root))
     if used["val"]:
         return _subset(root, used["val"]), (
@@ -525,7 +525,7 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and not last_path.is_file():
         raise CheckpointError(f"cannot resume: {last_path} does not exist; train first or check the run folder.")
-    root = dataset_root(cfg.data_root)
+    root = dataset_root(cfg.data_root, cfg.preset)
     split = _used(cfg, _full_split(cfg, root))
     if resume and (run_dir / SPLIT_FILE).is_file():
         saved = load_split(run_dir / SPLIT_FILE)

@@ -132,13 +132,14 @@ class Profile:
         return data.download_pennfudan(self.data_root.parent)
 
 
-def dataset_root(data_root: str | os.PathLike | None) -> Path:
+def dataset_root(data_root: str | os.PathLike | None, preset: str | None = None) -> Path:
     """The Penn-Fudan folder a run or a command reads: the one rule for a missing ``data_root``.
 
     Args:
         data_root: a Penn-Fudan folder or the folder holding ``PennFudanPed/``; None means the profile's data
             (``PEDSEG_DATA``, else ``data/`` in the checkout), downloaded when missing, or synthetic
             data in the smoke profile when Penn-Fudan is not there (:meth:`Profile.ensure_data`).
+        preset: the run's preset; when it names a profile, that profile's data, else ``PEDSEG_PROFILE``'s.
 
     Returns:
         The folder holding ``PNGImages/`` and ``PedMasks/``.
@@ -146,7 +147,10 @@ def dataset_root(data_root: str | os.PathLike | None) -> Path:
     Raises:
         DatasetError: ``data_root`` holds no Penn-Fudan dataset.
     """
-    root = get_profile().ensure_data() if data_root is None else Path(data_root)
+    if data_root is None:
+        root = get_profile(preset if preset in PROFILES else None).ensure_data()
+    else:
+        root = Path(data_root)
     found = find_dataset(root)
     if found is None:
         raise DatasetError(f"no Penn-Fudan dataset at {root} (no PNGImages/ and PedMasks/): run `pedseg download` "

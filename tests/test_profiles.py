@@ -157,3 +157,24 @@ def test_atomic_open_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == '{\n  "epoch": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+def test_a_missing_data_root_uses_the_presets_profile(monkeypatch, tmp_path):
+    """`pedseg train --preset smoke` without data_root trains on smoke's data, whatever PEDSEG_PROFILE says."""
+    from pedseg_lib.errors import DatasetError
+
+    real = tmp_path / "real" / "PennFudanPed"
+    (real / "PNGImages").mkdir(parents=True)
+    (real / "PedMasks").mkdir()
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path / "real"))
+    monkeypatch.setenv("PEDSEG_PROFILE", "cpu")
+    synthetic = tmp_path / "synthetic"
+    monkeypatch.setattr(profiles, "SYNTHETIC_DIR", synthetic)
+    assert profiles.dataset_root(None, "smoke") == real  # smoke's rule: real data when present
+    monkeypatch.setenv("PEDSEG_DATA", str(tmp_path / "empty"))
+    made = []
+    monkeypatch.setattr(data, "make_synthetic_pennfudan", lambda root, **kw: made.append(root) or real)
+    assert profiles.dataset_root(None, "smoke") == real and made == [synthetic]  # smoke makes synthetic data
+    assert profiles.dataset_root(str(tmp_path / "real"), "smoke") == real  # a given folder wins
+    with pytest.raises(DatasetError, match="no Penn-Fudan dataset at"):
+        profiles.dataset_root(tmp_path / "empty", "smoke")
