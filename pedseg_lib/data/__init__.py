@@ -21,15 +21,17 @@ Every public name is importable from ``pedseg_lib.data`` itself.
 
 from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annotation
 from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
-from pedseg_lib.data.pennfudan import PennFudanDataset, dataset_statistics, find_dataset, mask_to_target
+from pedseg_lib.data.pennfudan import (
+    BACKGROUND, PennFudanDataset, dataset_statistics, find_dataset, instances_to_target, mask_to_target,
+)
 from pedseg_lib.data.splits import split_indices, split_train_val_test
 from pedseg_lib.data.synthetic import make_synthetic_pennfudan, synthetic_detections
 from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
 
 __all__ = [
-    "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
+    "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
     "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
-    "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
+    "instances_to_target", "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
     "synthetic_detections", "verify_manifest",
 ]
 

@@ -20,6 +20,7 @@ from pedseg_lib.errors import DatasetError
 
 _LAYOUT = "expected ROOT/PNGImages/*.png and ROOT/PedMasks/*_mask.png (get the data with `pedseg download`)"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BACKGROUND = "__background__"  # class_names[0] of every dataset (torchvision's name for label 0)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -62,6 +63,11 @@ class PennFudanDataset(Dataset):
     values in increasing order; an instance whose box would have zero width or height is dropped.
     A mask without pedestrians is a valid negative sample (``boxes`` [0, 4], ``masks`` [0, H, W]).
     """
+
+    #: torchvision's convention: the index is the label, 0 is the background.
+    class_names: list[str] = [BACKGROUND, "person"]
+    #: the COCO category id of each label (Penn-Fudan's one class is COCO's "person", id 1).
+    category_ids: list[int] = [0, 1]
 
     def __init__(self, root: str | Path, transforms: Callable | None = None, cache_targets: bool = True):
         root = Path(root)
@@ -137,20 +143,42 @@ def mask_to_target(mask: torch.Tensor, image_id: int) -> dict[str, Any]:
         image_id: stored as ``target["image_id"]``.
 
     Returns:
-        The target dict; degenerate (zero width or height) instances are dropped.
+        The target dict (every label 1); degenerate (zero width or height) instances are dropped.
     """
-    h, w = mask.shape
     ids = torch.unique(mask)
     ids = ids[ids != 0]
     masks = (mask[None] == ids[:, None, None]).to(torch.uint8)
-    boxes = masks_to_boxes(masks) if len(ids) else torch.zeros((0, 4))
+    return instances_to_target(masks, torch.ones(len(ids), dtype=torch.int64), image_id)
+
+
+def instances_to_target(masks: torch.Tensor, labels: torch.Tensor, image_id: int) -> dict[str, Any]:
+    """A detection target from binary instance masks [N, H, W] and their labels [N].
+
+    Boxes are :func:`torchvision.ops.masks_to_boxes` of the masks; an instance whose box has zero width or
+    height (or whose mask is empty) is dropped; ``area`` is the mask pixel count; ``iscrowd`` is 0.
+
+    Args:
+        masks: binary masks [N, H, W] (any dtype; non-zero is foreground).
+        labels: int64 class labels [N] (1..K; 0 is the background).
+        image_id: stored as ``target["image_id"]``.
+
+    Returns:
+        ``boxes`` (BoundingBoxes XYXY float32), ``masks`` (uint8 Mask), ``labels``, ``image_id``, ``area``
+        (float32) and ``iscrowd`` (int64 zeros).
+    """
+    h, w = masks.shape[-2:]
+    masks = masks.to(torch.uint8).reshape(-1, h, w)
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    nonempty = masks.flatten(1).any(1)
+    masks, labels = masks[nonempty], labels[nonempty]
+    boxes = masks_to_boxes(masks) if len(masks) else torch.zeros((0, 4))
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    masks, boxes = masks[keep], boxes[keep].to(torch.float32)
+    masks, boxes, labels = masks[keep], boxes[keep].to(torch.float32), labels[keep]
     n = len(boxes)
     return {
         "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
         "masks": tv_tensors.Mask(masks),
-        "labels": torch.ones(n, dtype=torch.int64),
+        "labels": labels,
         "image_id": int(image_id),
         "area": masks.flatten(1).sum(1).to(torch.float32),
         "iscrowd": torch.zeros(n, dtype=torch.int64),
