@@ -169,7 +169,7 @@ def instances_to_target(masks: torch.Tensor, labels: torch.Tensor, image_id: int
     h, w = masks.shape[-2:]
     masks = masks.to(torch.uint8).reshape(-1, h, w)
     labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
-    nonempty = masks.flatten(1).any(1)
+    nonempty = (masks.flatten(1) != 0).any(1)
     masks, labels = masks[nonempty], labels[nonempty]
     boxes = masks_to_boxes(masks) if len(masks) else torch.zeros((0, 4))
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
