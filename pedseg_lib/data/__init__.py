@@ -7,6 +7,8 @@
 ``download``         download, checksum and unpack Penn-Fudan
 ``synthetic``        a synthetic look-alike, and synthetic detections, for tests and offline runs
 ``transforms``       augmentation pipelines and DataLoaders
+``coco``             COCO instance files: reading, validation findings, :class:`CocoInstancesDataset`
+``doctor``           every problem of a COCO file or a Penn-Fudan folder, and per-class counts (``check_data``)
 ==================== ==================================================================================
 
 Conventions:
@@ -20,6 +22,8 @@ Every public name is importable from ``pedseg_lib.data`` itself.
 """
 
 from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annotation
+from pedseg_lib.data.coco import CocoInstancesDataset, Finding, coco_findings, read_coco_json
+from pedseg_lib.data.doctor import DataReport, check_coco, check_data, check_pennfudan
 from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
 from pedseg_lib.data.pennfudan import (
     BACKGROUND, PennFudanDataset, dataset_statistics, find_dataset, instances_to_target, mask_to_target,
@@ -29,6 +33,8 @@ from pedseg_lib.data.synthetic import make_synthetic_pennfudan, synthetic_detect
 from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
 
 __all__ = [
+    "CocoInstancesDataset", "DataReport", "Finding", "check_coco", "check_data", "check_pennfudan", "coco_findings",
+    "read_coco_json",
     "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
     "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
     "instances_to_target", "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
