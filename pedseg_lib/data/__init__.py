@@ -5,9 +5,10 @@
 ``annotations``      the PASCAL-style annotation files
 ``splits``           seeded train/validation/test splits
 ``download``         download, checksum and unpack Penn-Fudan
-``synthetic``        a synthetic look-alike, and synthetic detections, for tests and offline runs
+``synthetic``        a synthetic look-alike, a multi-class COCO set, and synthetic detections, for tests
 ``transforms``       augmentation pipelines and DataLoaders
 ``coco``             COCO instance files: reading, validation findings, :class:`CocoInstancesDataset`
+``convert``          Penn-Fudan folders, instance-mask folders and LabelMe files to COCO; ``write_coco``
 ``doctor``           every problem of a COCO file or a Penn-Fudan folder, and per-class counts (``check_data``)
 ==================== ==================================================================================
 
@@ -23,13 +24,19 @@ Every public name is importable from ``pedseg_lib.data`` itself.
 
 from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annotation
 from pedseg_lib.data.coco import CocoInstancesDataset, Finding, coco_findings, read_coco_json
+from pedseg_lib.data.convert import labelme_to_coco, masks_to_coco, pennfudan_to_coco, write_coco
 from pedseg_lib.data.doctor import DataReport, check_coco, check_data, check_pennfudan
 from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
 from pedseg_lib.data.pennfudan import (
-    BACKGROUND, PennFudanDataset, dataset_statistics, find_dataset, instances_to_target, mask_to_target,
+    BACKGROUND,
+    PennFudanDataset,
+    dataset_statistics,
+    find_dataset,
+    instances_to_target,
+    mask_to_target,
 )
 from pedseg_lib.data.splits import split_indices, split_train_val_test
-from pedseg_lib.data.synthetic import make_synthetic_pennfudan, synthetic_detections
+from pedseg_lib.data.synthetic import make_synthetic_coco, make_synthetic_pennfudan, synthetic_detections
 from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
     "instances_to_target", "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
     "synthetic_detections", "verify_manifest",
+    "labelme_to_coco", "make_synthetic_coco", "masks_to_coco", "pennfudan_to_coco", "write_coco",
 ]
 
 # Documented, pickled and shown under the name a reader imports (``pedseg_lib.data.PennFudanDataset``).
