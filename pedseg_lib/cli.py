@@ -1,4 +1,4 @@
-"""The ``pedseg`` command: download the data, train, resume, evaluate and predict.
+"""The ``pedseg`` command: download the data, train, resume, evaluate, predict, convert and check annotations.
 
 Every command lives here; the work itself is done by the library's modules, which this one imports lazily so that
 ``pedseg --help`` and configuration errors answer before torch is loaded. Every user error (missing data, bad config,
@@ -37,7 +37,11 @@ def _train_config(args: argparse.Namespace):
     cfg = C.apply_overrides(cfg, args.set or [])
     if args.out:
         cfg = C.apply_overrides(cfg, [f"output_dir={args.out}"])
-    if cfg.data_root is None:  # recorded in the run's config.yaml, so `pedseg evaluate` finds the same data
+    if getattr(args, "coco", None):
+        cfg = C.apply_overrides(cfg, ["data_format=coco", f"annotation_file={args.coco}"])
+    if getattr(args, "images", None):
+        cfg = C.apply_overrides(cfg, [f"data_root={args.images}"])
+    if cfg.data_root is None and cfg.data_format == "pennfudan":  # recorded in the run's config.yaml, so `pedseg evaluate` finds the same data
         from pedseg_lib.profiles import dataset_root
 
         cfg = C.apply_overrides(cfg, [f"data_root={dataset_root(None, cfg.preset)}"])
@@ -106,9 +110,7 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path
     from torch.utils.data import Subset
 
     from pedseg_lib.config import TrainConfig, load_config
-    from pedseg_lib.data import PennFudanDataset, build_transforms
-    from pedseg_lib.engine import SPLIT_FILE, load_split, test_split
-    from pedseg_lib.profiles import dataset_root
+    from pedseg_lib.engine import SPLIT_FILE, load_split, run_dataset, test_split
 
     if config_path is not None:
         cfg = load_config(config_path)
@@ -118,13 +120,25 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path
         except TypeError as exc:
             raise CheckpointError(f"{args.checkpoint}: its training config does not fit this version ({exc}); "
                                   "pass the run folder with its config.yaml instead") from None
-    root = dataset_root(args.data or cfg.data_root, cfg.preset)
+    if args.data:
+        cfg = dataclasses.replace(cfg, data_root=args.data)
     split_path = checkpoint_path.parent / SPLIT_FILE
     if not split_path.is_file():
-        return test_split(dataclasses.replace(cfg, data_root=str(root))), "recomputed from the run's config"
-    dataset = PennFudanDataset(root, transforms=build_transforms(False))
+        return test_split(cfg), "recomputed from the run's config"
+    dataset = run_dataset(cfg)
     test = load_split(split_path, dataset_size=len(dataset))["test"]
     return Subset(dataset, test), f"from {split_path}"
+
+
+def _check_classes(model, dataset, checkpoint_path: Path) -> None:
+    """The checkpoint must predict the classes of the data it is evaluated on, label for label."""
+    from pedseg_lib.model import model_classes
+
+    names = model_classes(model)[0]
+    data_names = list(getattr(dataset, "dataset", dataset).class_names)
+    if names != data_names:
+        raise InputError(f"{checkpoint_path} predicts {names[1:]} but the data has classes {data_names[1:]}: "
+                         "evaluate on the data the model was trained on (--data)")
 
 
 def _check_writable(folder: Path) -> None:
@@ -147,12 +161,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
     dataset, source = _evaluation_data(args, checkpoint, checkpoint_path, config_path)
+    _check_classes(model, dataset, checkpoint_path)
     predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
                                   score_threshold=args.score_threshold, progress=not args.quiet)
     result = coco_evaluate(dataset, predictions)
     for iou_type in ("bbox", "segm"):
         print(f"== {iou_type} ({len(dataset)} test images {source}, {checkpoint_path}, {device.type}) ==")
         print(result.table(iou_type))
+    print("== AP per class (IoU 0.50:0.95 and 0.50; n/a: no instance of the class in these images) ==")
+    print(result.class_table())
     if args.out:
         atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "num_images": len(dataset),
                                      "test_images": source, "image_ids": [int(i) for i in dataset.indices],
@@ -175,11 +192,19 @@ def _image_files(path: Path) -> list[Path]:
     return files
 
 
+def _count_text(prediction: dict, class_names: list[str]) -> str:
+    """``"2 person, 1 ball"`` (``"nothing"`` without detections), in label order."""
+    from collections import Counter
+
+    counts = Counter(int(label) for label in prediction["labels"].tolist())
+    return ", ".join(f"{counts[label]} {class_names[label]}" for label in sorted(counts)) or "nothing found"
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from pedseg_lib._io import atomic_open, atomic_write_json
     from pedseg_lib.distributed import resolve_device
     from pedseg_lib.inference import load_image, predict, prediction_to_coco_results, write_png_bytes
-    from pedseg_lib.model import load_model
+    from pedseg_lib.model import load_model, model_classes
     from pedseg_lib.visualize import draw_instances
 
     files = _image_files(Path(args.images))
@@ -187,6 +212,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _check_writable(out)
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, map_location=device)
+    class_names, category_ids = model_classes(model)
     results, written = [], 0
     for image_id, path in enumerate(files):
         try:
@@ -195,17 +221,49 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"pedseg: warning: skipping {exc}", file=sys.stderr)
             continue
         (prediction,) = predict(model, [image], score_threshold=args.score_threshold)
-        overlay = draw_instances(image, prediction, score_threshold=args.score_threshold)
+        overlay = draw_instances(image, prediction, score_threshold=args.score_threshold, class_names=class_names)
         with atomic_open(out / f"{path.stem}.png", "wb") as f:
             f.write(write_png_bytes(overlay))
-        results.extend(prediction_to_coco_results(prediction, image_id, path.name))
+        results.extend(prediction_to_coco_results(prediction, image_id, path.name, category_ids))
         written += 1
-        print(f"{path.name}: {len(prediction['scores'])} pedestrian(s) -> {out / (path.stem + '.png')}")
+        print(f"{path.name}: {_count_text(prediction, class_names)} -> {out / (path.stem + '.png')}")
     if not written:
         raise InputError(f"{args.images}: none of the {len(files)} image(s) could be read; check the files")
     atomic_write_json(out / "predictions.json", results)
     print(f"wrote {written} overlay(s) and {out / 'predictions.json'}")
     return 0
+
+
+# --------------------------------------------------------------------------- convert, check-data
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pedseg_lib.data import convert, find_dataset
+
+    if args.format == "pennfudan":
+        coco = convert.pennfudan_to_coco(args.source)
+        images = (find_dataset(args.source) or Path(args.source)) / "PNGImages"
+    elif args.format == "masks":
+        if not args.masks:
+            raise InputError("pedseg convert masks IMAGES_DIR needs --masks MASKS_DIR (the instance-id mask PNGs)")
+        coco = convert.masks_to_coco(args.source, args.masks, class_name=args.class_name, mask_suffix=args.mask_suffix)
+        images = Path(args.source)
+    else:
+        coco = convert.labelme_to_coco(args.source, images_dir=args.images)
+        images = Path(args.images or args.source)
+    path = convert.write_coco(coco, args.out, images_dir=images)
+    names = ", ".join(c["name"] for c in coco["categories"])
+    print(f"wrote {path}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, "
+          f"{len(coco['categories'])} class(es): {names}")
+    print(f"check it with `pedseg check-data {path} --images {images}`, train with "
+          f"`pedseg train --coco {path} --images {images}`")
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from pedseg_lib.data.doctor import check_data
+
+    report = check_data(args.path, images_dir=args.images)
+    print(report)
+    return 1 if report.errors else 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -235,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML file of config keys (may name its own preset:)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one config key; repeatable")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<preset>)")
+    p.add_argument("--coco", metavar="ANNOTATIONS.json",
+                   help="train on a COCO instances file (sets data_format=coco and annotation_file)")
+    p.add_argument("--images", metavar="DIR",
+                   help="folder the COCO file names are relative to (data_root; default: the JSON's folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
@@ -269,6 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "convert", help="write COCO instances JSON from Penn-Fudan, mask PNGs or LabelMe files",
+        description="Convert annotations to one COCO instances file (what `pedseg train --coco` and "
+                    "`pedseg check-data` read). pennfudan: a Penn-Fudan folder (RLE masks; file names relative "
+                    "to its PNGImages/). masks: a folder of images and a folder of instance-id mask PNGs "
+                    "(the k-th object painted with value k, 0 background), matched by name. labelme: a folder "
+                    "of LabelMe .json files (polygon and rectangle shapes). CVAT, Label Studio and Roboflow "
+                    "export COCO instances files directly: no conversion needed.")
+    p.add_argument("format", choices=("pennfudan", "masks", "labelme"), help="what SOURCE holds")
+    p.add_argument("source", metavar="SOURCE", help="the Penn-Fudan folder, the images folder, or the LabelMe folder")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="the COCO file to write (atomically)")
+    p.add_argument("--masks", metavar="DIR", help="masks: the folder of instance-id mask PNGs")
+    p.add_argument("--mask-suffix", default="_mask", help="masks: IMAGE_STEM + this + .png names a mask (_mask)")
+    p.add_argument("--class-name", default="object", help="masks: the name of the one class (default: object)")
+    p.add_argument("--images", metavar="DIR", help="labelme: folder of the images (default: beside each .json)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "check-data", help="find problems in a COCO file or a Penn-Fudan folder before training",
+        description="Check a COCO instances file against its images (or a Penn-Fudan folder) and print every "
+                    "finding with the file, the entry and what to do, then a per-class count table. Exits 1 "
+                    "when there are errors (the data cannot be used as is), 0 with warnings only.")
+    p.add_argument("path", metavar="ANNOTATIONS.json|PENNFUDAN_ROOT", help="a COCO instances file or a Penn-Fudan folder")
+    p.add_argument("--images", metavar="DIR", help="folder the COCO file names are relative to (default: the JSON's)")
+    p.set_defaults(func=_cmd_check_data)
     return parser
 
 

@@ -30,6 +30,7 @@ WEIGHTS = ("coco", "imagenet", None)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+DATA_FORMATS = ("pennfudan", "coco")
 # A number in exponent notation without a dot ("1e-5"), which YAML 1.1 (PyYAML) reads as a string.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 DEFAULT_RUNS_DIR = "runs"  # run folders go to <checkout>/runs/<preset> unless output_dir (or PEDSEG_RUNS) says otherwise
@@ -47,8 +48,15 @@ class TrainConfig:
     min_size: int = 800  # shortest image side inside the model (torchvision's default)
     max_size: int = 1333  # longest side cap (torchvision's default)
     # data
-    # Penn-Fudan folder (or its parent); None = the profile's data, see pedseg_lib.profiles.dataset_root
+    data_format: str = "pennfudan"  # "pennfudan" (PNGImages/ + PedMasks/) or "coco" (a COCO instances JSON file)
+    # pennfudan: the Penn-Fudan folder (or its parent); None = the profile's data (pedseg_lib.profiles.dataset_root).
+    # coco: the folder the JSON's file names are relative to; None = each annotation file's own folder
     data_root: str | None = None
+    # coco: the instances JSON; its images are split by split_seed into train/validation/test, unless
+    # test_annotation_file is set, in which case this file holds the training images only
+    annotation_file: str | None = None
+    val_annotation_file: str | None = None  # coco: validation images in a file of their own (needs a test file)
+    test_annotation_file: str | None = None  # coco: test images in a file of their own (no seeded test split)
     test_size: int = 50  # images held out as the test set, as in the official tutorial; no decision reads them
     # images taken out of the non-test images for validation (best epoch, early stopping, thresholds);
     # 0 = no validation: the run makes no selection and keeps its last epoch, as the official tutorial
@@ -206,6 +214,16 @@ def validate(cfg: TrainConfig) -> None:
            "use 0 to 5")
     _check(cfg.min_size > 0, "min_size", cfg.min_size, "must be positive")
     _check(cfg.max_size >= cfg.min_size, "max_size", cfg.max_size, "must be at least min_size")
+    _check(cfg.data_format in DATA_FORMATS, "data_format", cfg.data_format, "use pennfudan or coco")
+    files = {k: getattr(cfg, k) for k in ("annotation_file", "val_annotation_file", "test_annotation_file")}
+    if cfg.data_format == "coco" and cfg.annotation_file is None:
+        raise ConfigError("data_format=coco needs 'annotation_file': set annotation_file=PATH/TO/instances.json.")
+    if cfg.data_format == "pennfudan" and any(files.values()):
+        key = next(k for k, v in files.items() if v)
+        raise ConfigError(f"config key {key!r} ({files[key]!r}) is for COCO data: set data_format=coco, or remove it.")
+    if cfg.val_annotation_file and not cfg.test_annotation_file:
+        raise ConfigError("config key 'val_annotation_file' needs 'test_annotation_file' too (the test images must "
+                          "come from a file as well): set test_annotation_file=..., or drop val_annotation_file.")
     _check(cfg.test_size > 0, "test_size", cfg.test_size, "must be positive")
     _check(cfg.val_size >= 0, "val_size", cfg.val_size, "must be 0 (no validation) or more")
     for key in ("max_train_images", "max_val_images", "patience", "warmup_iters"):
@@ -347,6 +365,6 @@ def config_for_profile(profile: Any) -> TrainConfig:
 
 
 __all__ = [
-    "PRESETS", "TrainConfig", "apply_overrides", "config_for_profile", "default_output_dir", "project_dir", "project_root",
+    "DATA_FORMATS", "PRESETS", "TrainConfig", "apply_overrides", "config_for_profile", "default_output_dir", "project_dir", "project_root",
     "load_config", "load_preset", "save_config", "validate",
 ]

@@ -273,13 +273,52 @@ def _run_dir(cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def _full_split(cfg: TrainConfig, root: Path) -> dict[str, list[int]]:
+def run_dataset(cfg: TrainConfig, transforms: Callable | None = None):
+    """Every image of ``cfg``'s data, as one dataset (the split picks its train, validation and test images).
+
+    Args:
+        cfg: the run's config: ``data_format``, ``data_root`` and, for COCO data, the annotation file(s).
+        transforms: called as ``transforms(image, target)``; None = unaugmented (:func:`pedseg_lib.data.build_transforms`).
+
+    Returns:
+        A :class:`~pedseg_lib.data.PennFudanDataset` (``data_format="pennfudan"``; a missing ``data_root`` is the
+        profile's data, :func:`pedseg_lib.profiles.dataset_root`) or a :class:`~pedseg_lib.data.CocoInstancesDataset`
+        (``data_format="coco"``) of the training file, then the validation and test files when they are given.
+    """
     from pedseg_lib import data
 
-    size = len(data.PennFudanDataset(root))
+    transforms = transforms or data.build_transforms(False)
+    if cfg.data_format == "coco":
+        files = [f for f in (cfg.annotation_file, cfg.val_annotation_file, cfg.test_annotation_file) if f]
+        return data.CocoInstancesDataset(cfg.data_root, files, transforms=transforms)
+    return data.PennFudanDataset(dataset_root(cfg.data_root, cfg.preset), transforms=transforms)
+
+
+def _data_source(cfg: TrainConfig, dataset) -> str | list[str]:
+    """What ``split.json`` records as the run's data: the Penn-Fudan folder or the annotation files."""
+    if cfg.data_format == "coco":
+        return [str(path) for path, _ in dataset.files]
+    return str(dataset.root)
+
+
+def _full_split(cfg: TrainConfig, dataset) -> dict[str, list[int]]:
+    from pedseg_lib import data
+
+    size = len(dataset)
+    if cfg.data_format == "coco" and cfg.test_annotation_file:  # the files are the split
+        ranges = [list(indices) for _, indices in dataset.files]
+        train, test = ranges[0], ranges[-1]
+        if cfg.val_annotation_file:
+            return {"train": train, "val": ranges[1], "test": test}
+        if not 0 <= cfg.val_size < len(train):
+            raise ConfigError(f"val_size={cfg.val_size} must be smaller than the {len(train)} images of "
+                              f"{cfg.annotation_file}: lower val_size or give val_annotation_file=...")
+        rest, val = data.split_indices(len(train), cfg.val_size, cfg.split_seed) if cfg.val_size else (
+            list(range(len(train))), [])
+        return {"train": [train[i] for i in rest], "val": [train[i] for i in val], "test": test}
     if not 0 < cfg.test_size < size:
-        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the size of {root}: "
-                          "set test_size=...")
+        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the number of images of "
+                          f"{_data_source(cfg, dataset)}: set test_size=...")
     return data.split_train_val_test(size, cfg.test_size, cfg.val_size, cfg.split_seed)
 
 
@@ -308,22 +347,15 @@ def run_split(cfg: TrainConfig) -> dict[str, list[int]]:
     Raises:
         PedsegError: no dataset at ``data_root`` (DatasetError), or ``test_size``/``val_size`` that do not fit it.
     """
-    return _full_split(cfg, dataset_root(cfg.data_root, cfg.preset))
+    return _full_split(cfg, run_dataset(cfg))
 
 
-def _subset(root: Path, indices: list[int], transforms: Callable | None = None) -> Subset:
-    """``indices`` of the dataset at ``root``; unaugmented unless ``transforms`` are given."""
-    from pedseg_lib import data
-
-    return Subset(data.PennFudanDataset(root, transforms=transforms or data.build_transforms(False)), indices)
-
-
-def _data(cfg: TrainConfig, root: Path, split: dict[str, list[int]]) -> tuple[Subset, Subset]:
+def _data(cfg: TrainConfig, split: dict[str, list[int]]) -> tuple[Subset, Subset]:
     """Training (augmented) and validation (unaugmented) Subsets of the images in ``split``."""
     from pedseg_lib import data
 
     train_tf = data.build_transforms(True, hflip=cfg.hflip, photometric=cfg.photometric)
-    return _subset(root, split["train"], train_tf), _subset(root, split["val"])
+    return Subset(run_dataset(cfg, train_tf), split["train"]), Subset(run_dataset(cfg), split["val"])
 
 
 def test_split(cfg: TrainConfig) -> Subset:
@@ -337,8 +369,8 @@ def test_split(cfg: TrainConfig) -> Subset:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`; its ``image_id`` values are the
         indices into the full dataset.
     """
-    root = dataset_root(cfg.data_root, cfg.preset)
-    return _subset(root, _full_split(cfg, root)["test"])
+    dataset = run_dataset(cfg)
+    return Subset(dataset, _full_split(cfg, dataset)["test"])
 
 
 def val_split(cfg: TrainConfig) -> Subset:
@@ -347,8 +379,8 @@ def val_split(cfg: TrainConfig) -> Subset:
     Returns:
         A ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset`, empty when ``val_size`` is 0.
     """
-    root = dataset_root(cfg.data_root, cfg.preset)
-    return _subset(root, _used(cfg, _full_split(cfg, root))["val"])
+    dataset = run_dataset(cfg)
+    return Subset(dataset, _used(cfg, _full_split(cfg, dataset))["val"])
 
 
 def decision_split(cfg: TrainConfig) -> tuple[Subset, str]:
@@ -361,13 +393,13 @@ def decision_split(cfg: TrainConfig) -> tuple[Subset, str]:
         ``(subset, sentence)``: a ``Subset`` of a :class:`~pedseg_lib.data.PennFudanDataset` and one
         sentence saying which images these are and why.
     """
-    root = dataset_root(cfg.data_root, cfg.preset)
-    used = _used(cfg, _full_split(cfg, root))
+    dataset = run_dataset(cfg)
+    used = _used(cfg, _full_split(cfg, dataset))
     if used["val"]:
-        return _subset(root, used["val"]), (
+        return Subset(dataset, used["val"]), (
             f"the threshold is chosen on the run's {len(used['val'])} validation images, which it did not "
             "train on (they also chose its best epoch); the test images stay untouched")
-    return _subset(root, used["train"]), (
+    return Subset(dataset, used["train"]), (
         "this preset keeps no validation images (the official recipe trains on all non-test images), so the "
         f"threshold is chosen on the {len(used['train'])} training images; that is optimistic, but the test "
         "images stay untouched")
@@ -525,15 +557,15 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume and not last_path.is_file():
         raise CheckpointError(f"cannot resume: {last_path} does not exist; train first or check the run folder.")
-    root = dataset_root(cfg.data_root, cfg.preset)
-    split = _used(cfg, _full_split(cfg, root))
+    dataset = run_dataset(cfg)
+    split = _used(cfg, _full_split(cfg, dataset))
     if resume and (run_dir / SPLIT_FILE).is_file():
         saved = load_split(run_dir / SPLIT_FILE)
         if any(saved[role] != split[role] for role in SPLIT_ROLES):
             raise ConfigError(f"cannot resume: {run_dir / SPLIT_FILE} records other images than this config "
                               "selects; resume with the run's own data_root, test_size, val_size, split_seed, "
                               "max_train_images and max_val_images.")
-    train_set, val_set = _data(cfg, root, split)
+    train_set, val_set = _data(cfg, split)
     validated = len(val_set) > 0
 
     sampler = dist.sampler(train_set, seed=cfg.seed)
@@ -542,8 +574,11 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     val_loader = (data.create_loader(dist.shard(val_set), cfg.batch_size, shuffle=False, workers=cfg.workers)
                   if validated else None)
 
-    model = M.build_model(variant=cfg.variant, weights=cfg.weights, min_size=cfg.min_size, max_size=cfg.max_size,
+    # num_classes comes from the data: background + its classes (Penn-Fudan: person)
+    model = M.build_model(num_classes=len(dataset.class_names), variant=cfg.variant, weights=cfg.weights,
+                          min_size=cfg.min_size, max_size=cfg.max_size,
                           trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
+    M.set_classes(model, dataset.class_names, dataset.category_ids)
     _multiscale(model, cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(cfg, len(loader)))
@@ -567,7 +602,7 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
             start_epoch = cfg.epochs  # early stopping is a decision, not an interruption
     if main:
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / SPLIT_FILE, {"dataset": str(root), **split})
+        atomic_write_json(run_dir / SPLIT_FILE, {"dataset": _data_source(cfg, dataset), **split})
 
     train_model = dist.wrap(model, device)
     stopped_early = bool(history["status"].get("stopped_early"))

@@ -56,7 +56,8 @@ def _base_and_indices(dataset) -> tuple[Any, list[int]]:
         dataset = dataset.dataset
     if not hasattr(dataset, "target"):
         raise InputError(
-            f"{type(dataset).__name__}: evaluation needs a PennFudanDataset (or a Subset of one) with .target(idx)"
+            f"{type(dataset).__name__}: evaluation needs a dataset with .target(idx) (PennFudanDataset, "
+            "CocoInstancesDataset) or a Subset of one"
         )
     return dataset, indices
 
@@ -84,15 +85,33 @@ def _quiet_coco(dataset: dict) -> COCO:
     return coco
 
 
+def _categories(base) -> list[dict]:
+    """COCO categories of a dataset: id = label (1..K), name from ``class_names`` (Penn-Fudan: person)."""
+    names = list(getattr(base, "class_names", None) or [None, *(c["name"] for c in CATEGORIES)])
+    return [{"id": label, "name": name} for label, name in enumerate(names) if label > 0]
+
+
+def _gt_annotations(target: Mapping, image_id: int, first_id: int, crowd: bool) -> list[dict]:
+    rles = encode_masks(torch.as_tensor(target["masks"]))
+    boxes, areas = _xywh(target["boxes"]), torch.as_tensor(target["area"]).tolist()
+    labels = torch.as_tensor(target["labels"]).tolist()
+    return [{"id": first_id + k, "image_id": image_id, "category_id": int(label), "segmentation": rle,
+             "area": float(area), "bbox": box, "iscrowd": int(crowd)}
+            for k, (rle, box, area, label) in enumerate(zip(rles, boxes, areas, labels, strict=True))]
+
+
 def build_coco_gt(dataset) -> COCO:
-    """The COCO ground truth of a PennFudanDataset (or a Subset of one), built once and cached.
+    """The COCO ground truth of a dataset (or a Subset of one), built once and cached.
 
     Args:
-        dataset: a PennFudanDataset, or a ``torch.utils.data.Subset`` of one (nesting allowed).
+        dataset: a PennFudanDataset or CocoInstancesDataset, or a ``torch.utils.data.Subset`` of one
+            (nesting allowed).
 
     Returns:
         A pycocotools ``COCO`` whose image ids are the targets' ``image_id``, annotation ids start at 1,
-        category 1 is "person", masks are RLE, ``area`` is the mask area and boxes are xywh.
+        category ids are the labels (names from the dataset's ``class_names``; Penn-Fudan: 1 "person"),
+        masks are RLE, ``area`` is the mask area and boxes are xywh. A dataset with ``crowd_target(idx)``
+        (COCO files) adds its crowd regions with ``iscrowd`` 1: COCOeval ignores detections that match them.
     """
     base, indices = _base_and_indices(dataset)
     per_base = _GT_CACHE.setdefault(base, {})
@@ -100,19 +119,16 @@ def build_coco_gt(dataset) -> COCO:
     if key in per_base:
         return per_base[key]
     images, annotations = [], []
+    crowd_of = getattr(base, "crowd_target", None)
     for idx in indices:
         target = base.target(idx)
         image_id = int(target["image_id"])
         masks = torch.as_tensor(target["masks"])
-        height, width = int(masks.shape[-2]), int(masks.shape[-1])
-        images.append({"id": image_id, "height": height, "width": width})
-        rles = encode_masks(masks)
-        for rle, box, area in zip(rles, _xywh(target["boxes"]), torch.as_tensor(target["area"]).tolist(), strict=True):
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": rle,
-                "area": float(area), "bbox": box, "iscrowd": 0,
-            })
-    coco = _quiet_coco({"images": images, "annotations": annotations, "categories": copy.deepcopy(CATEGORIES)})
+        images.append({"id": image_id, "height": int(masks.shape[-2]), "width": int(masks.shape[-1])})
+        annotations += _gt_annotations(target, image_id, len(annotations) + 1, crowd=False)
+        if crowd_of is not None:
+            annotations += _gt_annotations(crowd_of(idx), image_id, len(annotations) + 1, crowd=True)
+    coco = _quiet_coco({"images": images, "annotations": annotations, "categories": _categories(base)})
     per_base[key] = coco
     return coco
 
@@ -216,10 +232,29 @@ class CocoEvaluation:
     per_image: dict[int, dict[str, float]]
     evaluators: dict[str, COCOeval] = field(repr=False)
     tables: dict[str, str] = field(repr=False)
+    per_class: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def table(self, iou_type: str) -> str:
         """pycocotools' standard 12-line summary for ``iou_type``."""
         return self.tables[iou_type]
+
+    def class_table(self) -> str:
+        """AP and AP50 of every class for each IoU type, and their mean (COCO's AP is that mean)."""
+        types = list(self.per_class)
+        names = list(next(iter(self.per_class.values()))) if types else []
+        width = max([len(n) for n in names] + [len("mean of classes")]) + 2
+        head = f"{'class':<{width}}" + "".join(f"{t + ' AP':>10}{t + ' AP50':>12}" for t in types)
+
+        def cell(value: float, size: int) -> str:
+            return f"{value:>{size}.3f}" if value >= 0 else f"{'n/a':>{size}}"
+
+        lines = [head]
+        for name in names:
+            lines.append(f"{name:<{width}}" + "".join(
+                cell(self.per_class[t][name]["AP"], 10) + cell(self.per_class[t][name]["AP50"], 12) for t in types))
+        lines.append(f"{'mean of classes':<{width}}" + "".join(
+            cell(self.stats[t][0], 10) + cell(self.stats[t][1], 12) for t in types))
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: named stats per IoU type and per-image AP (NaN becomes None)."""
@@ -228,6 +263,7 @@ class CocoEvaluation:
 
         return {
             "stats": {t: dict(zip(STAT_NAMES, map(float, s), strict=True)) for t, s in self.stats.items()},
+            "per_class": self.per_class,
             "per_image": {str(i): {t: clean(v) for t, v in aps.items()} for i, aps in self.per_image.items()},
         }
 
@@ -241,17 +277,19 @@ def coco_evaluate(
     """COCO box and mask metrics of ``predictions`` against ``dataset``.
 
     Args:
-        dataset: a PennFudanDataset or a Subset of one; its ``image_id`` values key ``predictions``.
+        dataset: a PennFudanDataset or CocoInstancesDataset, or a Subset of one; its ``image_id`` values key
+            ``predictions``, and prediction labels are its labels (1..K, names in its ``class_names``).
         predictions: image_id -> torchvision prediction dict; a missing image has no detections.
         iou_types: any of ``"bbox"``, ``"segm"``.
         mask_threshold: predicted mask probability above which a pixel is foreground.
 
     Returns:
-        A :class:`CocoEvaluation` with pycocotools' 12 numbers per IoU type and per-image AP.
+        A :class:`CocoEvaluation` with pycocotools' 12 numbers per IoU type, per-image AP and per-class AP
+        (``per_class[iou_type][class name]["AP" | "AP50"]``; the first of pycocotools' numbers is their mean).
     """
     gt = build_coco_gt(dataset)
     _check_predictions(gt, predictions)
-    stats, evaluators, tables = {}, {}, {}
+    stats, evaluators, tables, per_class = {}, {}, {}, {}
     per_image: dict[int, dict[str, float]] = {i: {} for i in gt.getImgIds()}
     for iou_type in iou_types:
         detections = _load_results(gt, predictions_to_coco(predictions, iou_type, mask_threshold))
@@ -268,7 +306,26 @@ def coco_evaluate(
         stats[iou_type] = [float(x) for x in evaluator.stats]
         tables[iou_type] = text.getvalue().rstrip("\n")
         evaluators[iou_type] = evaluator
-    return CocoEvaluation(stats=stats, per_image=per_image, evaluators=evaluators, tables=tables)
+        per_class[iou_type] = _class_ap(evaluator, gt)
+    return CocoEvaluation(stats=stats, per_image=per_image, evaluators=evaluators, tables=tables, per_class=per_class)
+
+
+def _class_ap(evaluator: COCOeval, gt: COCO) -> dict[str, dict[str, float]]:
+    """AP@[.5:.95] and AP50 (area all, maxDets 100) of each category, as ``COCOeval.summarize`` averages them.
+
+    ``summarize`` takes the mean of ``eval["precision"]`` over IoUs, recall points and categories, skipping -1
+    (a category without ground truth); here the mean is over one category's slice. -1 means no ground truth.
+    """
+    precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
+    iou50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    result = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        values = {}
+        for key, block in (("AP", precision[:, :, k, 0, -1]), ("AP50", precision[iou50, :, k, 0, -1])):
+            valid = block[block > -1]
+            values[key] = float(valid.mean()) if valid.size else -1.0
+        result[gt.cats[cat_id]["name"]] = values
+    return result
 
 
 # --------------------------------------------------------------------------- error analysis

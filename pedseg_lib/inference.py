@@ -129,13 +129,24 @@ def predict_dataset(
     return results
 
 
-def prediction_to_coco_results(prediction: dict, image_id: int, file_name: str) -> list[dict]:
-    """JSON-ready COCO results of one prediction (RLE ``counts`` as str, plus ``file_name``)."""
+def prediction_to_coco_results(prediction: dict, image_id: int, file_name: str,
+                               category_ids: Sequence[int] | None = None) -> list[dict]:
+    """JSON-ready COCO results of one prediction (RLE ``counts`` as str, plus ``file_name``).
+
+    Args:
+        prediction: one :func:`predict` output.
+        image_id: the ``image_id`` written in each result.
+        file_name: the image's file name, written in each result.
+        category_ids: ``category_ids[label]`` is the COCO category id written for that label (the ids of the
+            annotation file the model was trained on: :func:`pedseg_lib.model.model_classes`); None = the labels.
+    """
     boxes = predictions_to_coco({image_id: prediction}, "bbox")
     masks = predictions_to_coco({image_id: prediction}, "segm") if "masks" in prediction else [{}] * len(boxes)
     results = []
     for box, mask in zip(boxes, masks, strict=True):
         row = {"file_name": file_name, **box}
+        if category_ids is not None:
+            row["category_id"] = int(category_ids[row["category_id"]])
         if "segmentation" in mask:
             rle = mask["segmentation"]
             row["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}

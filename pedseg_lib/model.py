@@ -36,6 +36,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pedseg_lib._io import atomic_torch_save
 from pedseg_lib.config import VARIANTS, WEIGHTS
+from pedseg_lib.data import BACKGROUND, PennFudanDataset
 from pedseg_lib.errors import CheckpointError, ConfigError, WeightsUnavailableError
 
 #: The loss terms torchvision's Mask R-CNN returns in train mode (the keys of its loss dict), in log order.
@@ -303,6 +304,53 @@ def _build(num_classes: int, variant: str, weights: str | None, trainable_backbo
                              trainable_backbone_layers=trainable_backbone_layers, min_size=min_size,
                              max_size=max_size, mask_hidden=mask_hidden)
     return model
+
+
+def set_classes(model: nn.Module, class_names: list[str], category_ids: list[int] | None = None) -> nn.Module:
+    """Record the class names (and COCO category ids) a model predicts; checkpoints keep them.
+
+    Args:
+        model: a model from :func:`build_model` (or its DDP wrapper).
+        class_names: one name per label, ``class_names[0] == "__background__"`` (torchvision's convention).
+        category_ids: the COCO category id of each label (``category_ids[0]`` is 0); None = the labels.
+
+    Returns:
+        The model.
+
+    Raises:
+        ConfigError: the lists do not have one entry per class of the model, or label 0 is not the background.
+    """
+    module = getattr(model, "module", model)
+    args = module.pedseg_args
+    ids = list(range(len(class_names))) if category_ids is None else [int(i) for i in category_ids]
+    if len(class_names) != args["num_classes"] or len(ids) != args["num_classes"]:
+        raise ConfigError(f"{len(class_names)} class names and {len(ids)} category ids for a model of "
+                          f"{args['num_classes']} classes: give one per class, background first.")
+    if class_names[0] != BACKGROUND:
+        raise ConfigError(f"class_names[0] is {class_names[0]!r}: label 0 is the background; put {BACKGROUND!r} "
+                          "first.")
+    args["class_names"], args["category_ids"] = [str(n) for n in class_names], ids
+    return model
+
+
+def model_classes(model: nn.Module) -> tuple[list[str], list[int]]:
+    """``(class_names, category_ids)`` of a model: those recorded by :func:`set_classes`, else the defaults.
+
+    Defaults: Penn-Fudan's ``["__background__", "person"]`` for 2 classes, torchvision's COCO category names
+    for the 91-class COCO detector, ``"class k"`` otherwise; category ids are then the labels
+    (Penn-Fudan's person is COCO's category 1 too).
+    """
+    args = getattr(model, "module", model).pedseg_args
+    if "class_names" in args:
+        return list(args["class_names"]), list(args["category_ids"])
+    n = args["num_classes"]
+    if n == len(PennFudanDataset.class_names):
+        names = list(PennFudanDataset.class_names)
+    elif n == COCO_CLASSES:
+        names = list(MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+    else:
+        names = [BACKGROUND, *(f"class {k}" for k in range(1, n))]
+    return names, list(range(n))
 
 
 def build_coco_model(variant: str = "v1", weights: str | None = "coco", min_size: int = 800,

@@ -32,6 +32,7 @@ def draw_instances(
     alpha: float = 0.45,
     width: int = 2,
     show_scores: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Overlay masks and boxes of a target or a prediction on an image.
 
@@ -44,6 +45,8 @@ def draw_instances(
         alpha: opacity of the mask colours.
         width: box line width in pixels.
         show_scores: write each prediction's score above its box.
+        class_names: name of each label (``class_names[label]``, e.g. a model's
+            :func:`~pedseg_lib.model.model_classes`): each box is captioned with its class name (and score).
 
     Returns:
         The drawing, [3,H,W] uint8.
@@ -66,9 +69,14 @@ def draw_instances(
             masks = masks[:, 0]
         masks = masks > mask_threshold if masks.is_floating_point() else masks.bool()
         canvas = draw_segmentation_masks(canvas, masks, alpha=alpha, colors=colors)
-    labels = None
+    captions = [[] for _ in range(len(boxes))]
+    if class_names is not None and instances.get("labels") is not None:
+        for caption, label in zip(captions, torch.as_tensor(instances["labels"])[keep].tolist(), strict=True):
+            caption.append(class_names[label] if 0 <= label < len(class_names) else f"class {label}")
     if show_scores and scores is not None:
-        labels = [f"{s:.2f}" for s in scores[keep].tolist()]
+        for caption, score in zip(captions, scores[keep].tolist(), strict=True):
+            caption.append(f"{score:.2f}")
+    labels = [" ".join(c) for c in captions] if any(captions) else None
     return draw_bounding_boxes(canvas, boxes, labels=labels, colors=colors, width=width)
 
 
