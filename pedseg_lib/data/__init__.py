@@ -1,4 +1,4 @@
-"""Penn-Fudan data, one module per concern.
+"""Penn-Fudan, COCO instance files and your own annotations, one module per concern.
 
 ==================== ==================================================================================
 ``pennfudan``        the dataset (:class:`PennFudanDataset`), masks to targets, statistics, the folder lookup
@@ -40,13 +40,12 @@ from pedseg_lib.data.synthetic import make_synthetic_coco, make_synthetic_pennfu
 from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
 
 __all__ = [
-    "CocoInstancesDataset", "DataReport", "Finding", "check_coco", "check_data", "check_pennfudan", "coco_findings",
-    "read_coco_json",
-    "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "PennFudanDataset", "build_transforms",
-    "collate_fn", "create_loader", "dataset_statistics", "download_pennfudan", "find_dataset",
-    "instances_to_target", "make_synthetic_pennfudan", "mask_to_target", "read_annotation", "split_indices", "split_train_val_test",
-    "synthetic_detections", "verify_manifest",
-    "labelme_to_coco", "make_synthetic_coco", "masks_to_coco", "pennfudan_to_coco", "write_coco",
+    "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "build_transforms",
+    "check_coco", "check_data", "check_pennfudan", "coco_findings", "CocoInstancesDataset", "collate_fn",
+    "create_loader", "DataReport", "dataset_statistics", "download_pennfudan", "find_dataset", "Finding",
+    "instances_to_target", "labelme_to_coco", "make_synthetic_coco", "make_synthetic_pennfudan", "mask_to_target",
+    "masks_to_coco", "pennfudan_to_coco", "PennFudanDataset", "read_annotation", "read_coco_json", "split_indices",
+    "split_train_val_test", "synthetic_detections", "verify_manifest", "write_coco",
 ]
 
 # Documented, pickled and shown under the name a reader imports (``pedseg_lib.data.PennFudanDataset``).
