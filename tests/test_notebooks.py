@@ -84,7 +84,8 @@ def test_toc_lists_every_chapter_and_every_page_exists():
     missing_from_toc = sorted(set(on_disk) - set(CHAPTERS))
     assert not missing_from_toc, f"chapters in book/ but not in _toc.yml: {missing_from_toc}"
     assert CHAPTERS == sorted(CHAPTERS), f"_toc.yml chapters are out of order: {CHAPTERS}"
-    assert CHAPTERS == ["01_data", "02_mask_rcnn", "03_transfer_learning", "04_training", "05_results"], CHAPTERS
+    assert CHAPTERS == ["01_data", "02_mask_rcnn", "03_transfer_learning", "04_training", "05_results",
+                        "06_own_data"], CHAPTERS
     for page in _toc_files():
         if not CHAPTER_RE.match(page):
             assert (ROOT / f"{page}.md").is_file(), f"_toc.yml lists {page} but {page}.md does not exist"
@@ -206,7 +207,7 @@ GLOSSARY_TERMS = (
     "learning-rate schedule", "SGD", "momentum", "weight decay", "gradient clipping", "AMP", "DDP",
     "data augmentation", "epoch", "training split", "validation split", "test split", "overfitting", "IoU",
     "precision", "recall", "score threshold", "AP", "AP50", "AP75", "APs", "APm", "APl", "AR", "RLE",
-    "early stopping",
+    "early stopping", "category id", "iscrowd", "polygon",
 )
 CHECK_YOURSELF = "## Check yourself"
 QUESTIONS = (3, 5)
