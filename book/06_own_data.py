@@ -291,8 +291,8 @@ print("the model predicts:", model_classes(model))
 # The checkpoint keeps the class names and the original category ids ({py:func}`pedseg_lib.model.model_classes`),
 # so a model loaded later still knows what its labels mean.
 #
-# The evaluation is the one of chapter 5, on the test images that nothing else read. With several classes,
-# COCO's AP is the **mean over the classes** of each class's AP, and `class_table()` shows the classes one by
+# The evaluation is the one of chapter 5, on the {term}`test split` that nothing else read. With several classes,
+# COCO's {term}`AP` is the **mean over the classes** of each class's AP, and `class_table()` shows the classes one by
 # one (`n/a`: no instance of that class among the test images). The mean is easy to check by hand:
 
 # %%
@@ -307,14 +307,15 @@ print("mean of the classes' AP == COCO's AP (stats[0]), for boxes and masks")
 glue("n_test_images", len(test_set), display=False)
 
 # %% [markdown]
-# These are {glue}`n_test_images` test images. In the `smoke` profile, read this table for its shape only. That model starts from random weights and trains for
-# seconds: its detections are noise and its APs are about 0, so this page shows that the steps run, not what
-# they give. The `cpu` and `tutorial` profiles fine-tune COCO weights on the same kind of data and give real
-# numbers. The classes also differ in how hard they are: a ball is one round blob, a person six parts of
-# different colours; with real data, the table is where you see which class needs more examples.
+# These are {glue}`n_test_images` test images. In the `smoke` profile, read this table for its shape only. That
+# model starts from random weights and trains for seconds: its detections are noise and its APs are about 0, so
+# this page shows that the steps run, not what they give. The `cpu` and `tutorial` profiles
+# {term}`fine-tune <fine-tuning>` COCO weights on the same kind of data and give real numbers. The classes also
+# differ in how hard they are: a ball is one round blob, a person several parts of different colours; with real
+# data, the table is where you see which class needs more examples.
 #
-# The predictions on the first test images, each box captioned with its class and score (those above the score
-# an application would keep):
+# The predictions on the first test images, each box captioned with its class and score (those above the
+# {term}`score threshold` an application would keep):
 
 # %%
 OPERATING_THRESHOLD = 0.5  # the score an application keeps (chapter 5 chooses it on validation images)
