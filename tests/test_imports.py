@@ -36,7 +36,7 @@ LAYERS = [
     ["pedseg_lib.data", "pedseg_lib.data.*"],
     ["pedseg_lib.model", "pedseg_lib.introspect"],
     ["pedseg_lib.profiles", "pedseg_lib.evaluation", "pedseg_lib.standin"],
-    ["pedseg_lib.inference", "pedseg_lib.visualize"],
+    ["pedseg_lib.inference", "pedseg_lib.visualize", "pedseg_lib.video"],
     ["pedseg_lib.engine"],
     ["pedseg_lib.cli", "pedseg_lib.__main__"],
 ]
