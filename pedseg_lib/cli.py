@@ -1,4 +1,4 @@
-"""The ``pedseg`` command: download the data, train, resume, evaluate, predict, convert and check annotations.
+"""The ``pedseg`` command: download the data, train, resume, evaluate, predict, export, convert and check annotations.
 
 Every command lives here; the work itself is done by the library's modules, which this one imports lazily so that
 ``pedseg --help`` and configuration errors answer before torch is loaded. Every user error (missing data, bad config,
@@ -130,14 +130,11 @@ def _evaluation_data(args: argparse.Namespace, checkpoint: dict, checkpoint_path
     return Subset(dataset, test), f"from {split_path}"
 
 
-def _check_classes(model, dataset, checkpoint_path: Path) -> None:
-    """The checkpoint must predict the classes of the data it is evaluated on, label for label."""
-    from pedseg_lib.model import model_classes
-
-    names = model_classes(model)[0]
+def _check_classes(names: list[str], dataset, what: Path) -> None:
+    """The model must predict the classes of the data it is evaluated on, label for label."""
     data_names = list(getattr(dataset, "dataset", dataset).class_names)
     if names != data_names:
-        raise InputError(f"{checkpoint_path} predicts {names[1:]} but the data has classes {data_names[1:]}: "
+        raise InputError(f"{what} predicts {names[1:]} but the data has classes {data_names[1:]}: "
                          "evaluate on the data the model was trained on (--data)")
 
 
@@ -152,30 +149,50 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pedseg_lib.distributed import resolve_device
     from pedseg_lib.evaluation import coco_evaluate
     from pedseg_lib.inference import predict_dataset
-    from pedseg_lib.model import load_checkpoint, model_from_checkpoint
+    from pedseg_lib.model import load_checkpoint, model_classes, model_from_checkpoint
 
     checkpoint_path, config_path = _resolve_checkpoint(Path(args.checkpoint))
     if args.out:
         _check_writable(Path(args.out).parent)
-    device = resolve_device(args.device)
     checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
     dataset, source = _evaluation_data(args, checkpoint, checkpoint_path, config_path)
-    _check_classes(model, dataset, checkpoint_path)
-    predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
-                                  score_threshold=args.score_threshold, progress=not args.quiet)
+    if args.onnx:  # the exported model, through ONNX Runtime on the CPU, one image at a time
+        from pedseg_lib.runtime import OnnxPredictor
+
+        predictor = OnnxPredictor(args.onnx)
+        _check_classes(predictor.class_names, dataset, Path(args.onnx))
+        predictions = _onnx_predict_dataset(predictor, dataset, args.score_threshold, not args.quiet)
+        model_name, device_name = args.onnx, "onnxruntime cpu"
+    else:
+        device = resolve_device(args.device)
+        model = model_from_checkpoint(checkpoint, checkpoint_path, map_location=device)
+        _check_classes(model_classes(model)[0], dataset, checkpoint_path)
+        predictions = predict_dataset(model, dataset, batch_size=args.batch_size,
+                                      score_threshold=args.score_threshold, progress=not args.quiet)
+        model_name, device_name = checkpoint_path, device.type
     result = coco_evaluate(dataset, predictions)
     for iou_type in ("bbox", "segm"):
-        print(f"== {iou_type} ({len(dataset)} test images {source}, {checkpoint_path}, {device.type}) ==")
+        print(f"== {iou_type} ({len(dataset)} test images {source}, {model_name}, {device_name}) ==")
         print(result.table(iou_type))
     print("== AP per class (IoU 0.50:0.95 and 0.50; n/a: no instance of the class in these images) ==")
     print(result.class_table())
     if args.out:
-        atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "num_images": len(dataset),
+        atomic_write_json(args.out, {"checkpoint": str(checkpoint_path), "onnx": args.onnx, "num_images": len(dataset),
                                      "test_images": source, "image_ids": [int(i) for i in dataset.indices],
                                      **result.to_dict()})
         print(f"wrote {args.out}")
     return 0
+
+
+def _onnx_predict_dataset(predictor, dataset, score_threshold: float, progress: bool) -> dict[int, dict]:
+    """:func:`pedseg_lib.inference.predict_dataset` with an :class:`~pedseg_lib.runtime.OnnxPredictor`."""
+    from tqdm.auto import tqdm
+
+    predictions = {}
+    for i in tqdm(range(len(dataset)), desc="predict (onnx)", unit="image", disable=not progress):
+        image, target = dataset[i]
+        predictions[int(target["image_id"])] = predictor.predict_one(image, score_threshold)
+    return predictions
 
 
 # --------------------------------------------------------------------------- predict
@@ -192,8 +209,38 @@ def _image_files(path: Path) -> list[Path]:
     return files
 
 
+def _predict_inputs(args: argparse.Namespace) -> tuple[str | None, Path]:
+    """(checkpoint or None with --onnx, the image/folder/video) from the positional arguments."""
+    wanted = 1 if args.onnx else 2
+    if len(args.paths) != wanted:
+        usage = ("pedseg predict --onnx MODEL.onnx INPUT --out DIR" if args.onnx
+                 else "pedseg predict CHECKPOINT INPUT --out DIR (or --onnx MODEL.onnx INPUT)")
+        raise InputError(f"{len(args.paths)} path(s) given ({' '.join(args.paths)}); use: {usage}")
+    return (None if args.onnx else args.paths[0]), Path(args.paths[-1])
+
+
+def _predictor(args: argparse.Namespace, checkpoint: str | None):
+    """``(predict(images) -> list of prediction dicts, class_names, category_ids)`` of a checkpoint or an ONNX file.
+
+    PyTorch predicts one image at a time here, as the exported graph does: batching pads images to a common size.
+    """
+    if args.onnx:
+        from pedseg_lib.runtime import OnnxPredictor
+
+        predictor = OnnxPredictor(args.onnx)
+        return (lambda images: predictor.predict(images, score_threshold=args.score_threshold),
+                predictor.class_names, predictor.category_ids)
+    from pedseg_lib.distributed import resolve_device
+    from pedseg_lib.inference import predict
+    from pedseg_lib.model import load_model, model_classes
+
+    model = load_model(checkpoint, map_location=resolve_device(args.device))
+    names, ids = model_classes(model)
+    return (lambda images: predict(model, images, score_threshold=args.score_threshold, batch_size=1)), names, ids
+
+
 def _count_text(prediction: dict, class_names: list[str]) -> str:
-    """``"2 person, 1 ball"`` (``"nothing"`` without detections), in label order."""
+    """``"2 person, 1 ball"`` (``"nothing found"`` without detections), in label order."""
     from collections import Counter
 
     counts = Counter(int(label) for label in prediction["labels"].tolist())
@@ -201,18 +248,19 @@ def _count_text(prediction: dict, class_names: list[str]) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from pedseg_lib.video import is_video
+
+    checkpoint, source = _predict_inputs(args)
+    if is_video(source):
+        return _predict_video(args, checkpoint, source)
     from pedseg_lib._io import atomic_open, atomic_write_json
-    from pedseg_lib.distributed import resolve_device
-    from pedseg_lib.inference import load_image, predict, prediction_to_coco_results, write_png_bytes
-    from pedseg_lib.model import load_model, model_classes
+    from pedseg_lib.inference import load_image, prediction_to_coco_results, write_png_bytes
     from pedseg_lib.visualize import draw_instances
 
-    files = _image_files(Path(args.images))
+    files = _image_files(source)
     out = Path(args.out)
     _check_writable(out)
-    device = resolve_device(args.device)
-    model = load_model(args.checkpoint, map_location=device)
-    class_names, category_ids = model_classes(model)
+    predict_images, class_names, category_ids = _predictor(args, checkpoint)
     results, written = [], 0
     for image_id, path in enumerate(files):
         try:
@@ -220,7 +268,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         except PedsegError as exc:
             print(f"pedseg: warning: skipping {exc}", file=sys.stderr)
             continue
-        (prediction,) = predict(model, [image], score_threshold=args.score_threshold)
+        (prediction,) = predict_images([image])
         overlay = draw_instances(image, prediction, score_threshold=args.score_threshold, class_names=class_names)
         with atomic_open(out / f"{path.stem}.png", "wb") as f:
             f.write(write_png_bytes(overlay))
@@ -228,9 +276,52 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         written += 1
         print(f"{path.name}: {_count_text(prediction, class_names)} -> {out / (path.stem + '.png')}")
     if not written:
-        raise InputError(f"{args.images}: none of the {len(files)} image(s) could be read; check the files")
+        raise InputError(f"{source}: none of the {len(files)} image(s) could be read; check the files")
     atomic_write_json(out / "predictions.json", results)
     print(f"wrote {written} overlay(s) and {out / 'predictions.json'}")
+    return 0
+
+
+def _predict_video(args: argparse.Namespace, checkpoint: str | None, source: Path) -> int:
+    """Every frame of a video: an annotated copy and the frames' COCO results (image_id = frame index)."""
+    import torch
+
+    from pedseg_lib.inference import prediction_to_coco_results
+    from pedseg_lib.video import predict_video
+    from pedseg_lib.visualize import draw_instances
+
+    predict_images, class_names, category_ids = _predictor(args, checkpoint)
+
+    def predict_frames(frames):
+        return predict_images([torch.from_numpy(frame).permute(2, 0, 1) for frame in frames])
+
+    def draw(frame, prediction):
+        image = torch.from_numpy(frame).permute(2, 0, 1)
+        overlay = draw_instances(image, prediction, score_threshold=args.score_threshold, class_names=class_names)
+        return overlay.permute(1, 2, 0).numpy()
+
+    def to_results(prediction, frame_index, name):
+        return prediction_to_coco_results(prediction, frame_index, name, category_ids)
+
+    result = predict_video(source, predict_frames, args.out, draw=draw, to_results=to_results,
+                           progress=not args.quiet)
+    print(f"{source.name}: {result.frames} frames at {result.fps:.2f} fps, {result.detections} detection(s) -> "
+          f"{result.video} and {result.predictions}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pedseg_lib.export import export_onnx
+
+    checkpoint, _ = _resolve_checkpoint(Path(args.checkpoint))
+    result = export_onnx(checkpoint, args.out, score_threshold=args.score_threshold)
+    meta = result.metadata
+    print(f"wrote {result.path} ({result.megabytes:.0f} MB, {result.seconds:.0f} s) from {checkpoint}: classes "
+          f"{meta['class_names']}, images of any size resized to min_size {meta['min_size']} / max_size "
+          f"{meta['max_size']} inside the graph, score threshold {meta['box_score_thresh']}")
+    print(f"use it with `pedseg predict --onnx {result.path} IMAGES --out DIR` or "
+          "pedseg_lib.runtime.OnnxPredictor (no torch needed)")
     return 0
 
 
@@ -318,19 +409,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="also write the metrics and per-image AP as JSON")
     p.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per forward pass (default 2)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="drop detections below this (default 0.05)")
+    p.add_argument("--onnx", metavar="MODEL.onnx",
+                   help="evaluate this `pedseg export` file (ONNX Runtime) on the run's test images instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="draw predicted pedestrians on images and write COCO results",
-                       description="Predict pedestrians in one image or every image of a folder; writes an "
-                                   "overlay PNG per image and predictions.json (COCO results, RLE masks).")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint (e.g. runs/tutorial/best.pt)")
-    p.add_argument("images", metavar="IMAGE_OR_FOLDER", help="an image file or a folder of images")
+    p = sub.add_parser("predict", help="draw predicted objects on images or a video and write COCO results",
+                       description="Predict with a checkpoint (or an exported model: --onnx) on one image, every "
+                                   "image of a folder (frames included), or a video file "
+                                   "(.mp4, .avi, .mov, .mkv, .webm). Images: an overlay PNG each and "
+                                   "predictions.json (COCO results, RLE masks, the training file's category ids). "
+                                   "A video: NAME_pred.mp4 with the overlays and NAME_predictions.json (image_id = "
+                                   "frame index).")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] INPUT",
+                   help="a .pt checkpoint (e.g. runs/tutorial/best.pt; not with --onnx), then an image, a folder or "
+                        "a video")
+    p.add_argument("--onnx", metavar="MODEL.onnx", help="predict with this `pedseg export` file through ONNX Runtime")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this (0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (videos)")
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (images of any size)",
+                       description="Write the model of a checkpoint (or a run folder's best.pt) as an ONNX file "
+                                   "(opset 17) that takes one float32 RGB image [3,H,W] of any size and holds the "
+                                   "whole model, pre- and post-processing included; class names and input sizes "
+                                   "go into its metadata. Run it with `pedseg predict --onnx` or "
+                                   "pedseg_lib.runtime.OnnxPredictor, without torch.")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run folder or .pt checkpoint")
+    p.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file to write (atomically)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="the graph drops detections below this (default: the model's, torchvision's 0.05)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "convert", help="write COCO instances JSON from Penn-Fudan, mask PNGs or LabelMe files",

@@ -37,6 +37,10 @@ class OutputError(PedsegError):
     """A folder or file the library must write cannot be written."""
 
 
+class MissingDependencyError(PedsegError):
+    """An optional package a feature needs is not installed (ONNX Runtime, onnx or PyAV: ``pedseg[deploy]``)."""
+
+
 class WeightsUnavailableError(PedsegError):
     """Pretrained weights are needed but cannot be downloaded (offline, firewall)."""
 

@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 
 from pedseg_lib._io import atomic_write_json, ensure_writable_dir
-from pedseg_lib.errors import InputError, OutputError, PedsegError
+from pedseg_lib.errors import InputError, MissingDependencyError, OutputError
 
 __all__ = [
     "VIDEO_SUFFIXES",
     "VideoResult",
-    "VideoSupportError",
     "is_video",
     "predict_video",
     "read_frames",
@@ -46,10 +45,6 @@ _ENCODERS = {".webm": ("libvpx-vp9", "libvpx")}
 _DEFAULT_ENCODERS = ("libx264", "mpeg4")
 _DEFAULT_FPS = Fraction(25)
 _CONVERT_HINT = "check the file or convert it with ffmpeg (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)"
-
-
-class VideoSupportError(PedsegError):
-    """PyAV, which reads and writes videos, is not installed."""
 
 
 @dataclass
@@ -80,7 +75,7 @@ def _av() -> Any:
     try:
         import av
     except ImportError:
-        raise VideoSupportError("reading and writing videos needs PyAV, which is not installed: "
+        raise MissingDependencyError("reading and writing videos needs PyAV, which is not installed: "
                                 "pip install 'pedseg[deploy]' (or pip install av)") from None
     return av
 
@@ -151,7 +146,7 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
 
     Raises:
         InputError: the file is missing, has no video stream or cannot be decoded.
-        VideoSupportError: PyAV is not installed.
+        MissingDependencyError: PyAV is not installed.
     """
     path = Path(path)
     container = _open_video(path)
@@ -175,7 +170,7 @@ def _encoder(suffix: str) -> str:
         except (av.FFmpegError, ValueError, OSError):
             continue
         return name
-    raise VideoSupportError(f"this PyAV build has none of the video encoders {', '.join(names)}: "
+    raise MissingDependencyError(f"this PyAV build has none of the video encoders {', '.join(names)}: "
                             "pip install --force-reinstall av")
 
 
@@ -342,7 +337,7 @@ def predict_video(
     Raises:
         InputError: the file is missing, cannot be opened or decoded, has no video stream or no frame.
         OutputError: ``out_dir`` cannot be created or written.
-        VideoSupportError: PyAV is not installed.
+        MissingDependencyError: PyAV is not installed.
     """
     from tqdm.auto import tqdm
 

@@ -6,10 +6,11 @@ The layers, from the bottom up (a module may import its own layer and those belo
 errors, _io                       exceptions and atomic file writes
 config                            the typed run configuration and its presets
 distributed                       process groups and the device rule
-data (and data.*)                 Penn-Fudan: dataset, annotations, splits, download, synthetic, transforms
+data (and data.*)                 Penn-Fudan and COCO files: datasets, splits, download, convert, doctor
 model, introspect                 building, checking, saving and tracing Mask R-CNN
 profiles, evaluation, standin     where data and runs live; COCO metrics; stand-in weights
-inference, visualize              running a model on images; drawing and plotting
+inference, visualize, video,      running a model on images, videos and ONNX Runtime (runtime imports
+runtime, export                   no torch); drawing and plotting; ONNX export
 engine                            training: fit, validation, run folders and their splits
 cli, __main__                     the ``pedseg`` command
 ================================  =============================================================
@@ -36,7 +37,7 @@ LAYERS = [
     ["pedseg_lib.data", "pedseg_lib.data.*"],
     ["pedseg_lib.model", "pedseg_lib.introspect"],
     ["pedseg_lib.profiles", "pedseg_lib.evaluation", "pedseg_lib.standin"],
-    ["pedseg_lib.inference", "pedseg_lib.visualize", "pedseg_lib.video"],
+    ["pedseg_lib.inference", "pedseg_lib.visualize", "pedseg_lib.video", "pedseg_lib.runtime", "pedseg_lib.export"],
     ["pedseg_lib.engine"],
     ["pedseg_lib.cli", "pedseg_lib.__main__"],
 ]
