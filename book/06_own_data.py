@@ -30,9 +30,9 @@
 #
 # | Profile | Time to run |
 # |---|---|
-# | smoke | about 1-2 minutes on 2 CPU cores: trains a tiny random-weight model on 16 synthetic images |
-# | cpu | about 10 minutes on 2 CPU cores: trains the `cpu` recipe (COCO weights, 480 px) on 110 synthetic images (estimate) |
-# | tutorial | about 2-3 minutes on a Colab T4 GPU (estimate) |
+# | smoke | about 2 minutes on 2 CPU cores: a random-weight model trained for seconds on 16 synthetic images (measured with nbval) |
+# | cpu | about 8-10 minutes on 2 CPU cores: the `cpu` recipe (COCO weights, 480 px) on 110 synthetic images, then 50 test images (estimate from chapters 4 and 5) |
+# | tutorial | about 5 minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]
 # Runs only in Google Colab: installs the companion library at the book's pinned release.
