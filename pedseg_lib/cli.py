@@ -34,13 +34,14 @@ def _train_config(args: argparse.Namespace):
     from pedseg_lib import config as C
 
     cfg = C.load_config(args.config) if args.config else C.load_preset(args.preset)
-    cfg = C.apply_overrides(cfg, args.set or [])
+    shortcuts = []  # --coco and --images first, so that --set may add e.g. test_annotation_file=... to them
+    if getattr(args, "coco", None):
+        shortcuts += ["data_format=coco", f"annotation_file={args.coco}"]
+    if getattr(args, "images", None):
+        shortcuts.append(f"data_root={args.images}")
+    cfg = C.apply_overrides(cfg, [*shortcuts, *(args.set or [])])
     if args.out:
         cfg = C.apply_overrides(cfg, [f"output_dir={args.out}"])
-    if getattr(args, "coco", None):
-        cfg = C.apply_overrides(cfg, ["data_format=coco", f"annotation_file={args.coco}"])
-    if getattr(args, "images", None):
-        cfg = C.apply_overrides(cfg, [f"data_root={args.images}"])
     if cfg.data_root is None and cfg.data_format == "pennfudan":  # recorded in the run's config.yaml, so `pedseg evaluate` finds the same data
         from pedseg_lib.profiles import dataset_root
 

@@ -268,12 +268,6 @@ def _missing_key(key):
     return bad
 
 
-def _bad_category_zero(coco, path):
-    coco["categories"][0]["id"] = 0
-    for a in coco["annotations"]:
-        a["category_id"] = 0
-
-
 @pytest.mark.parametrize("break_it, entry, words", [
     (_bad_malformed, "line 2 column 18", "malformed JSON"),
     (_missing_key("images"), 'key "images"', "missing"),
@@ -284,7 +278,6 @@ def _bad_category_zero(coco, path):
     (_bad_odd_polygon, "annotation 12 of image 2 (b.png)", "odd number of coordinates"),
     (_bad_rle_size, "annotation 12 of image 2 (b.png)", "RLE size is 40x31"),
     (_bad_missing_file, "image 2 (b.png)", "missing"),
-    (_bad_category_zero, "category 0 (person)", "reserved for the background"),
 ], ids=lambda v: getattr(v, "__name__", None))
 def test_bad_input_is_one_line_naming_file_and_entry(tmp_path, break_it, entry, words):
     coco = _base(tmp_path)
@@ -310,3 +303,17 @@ def test_read_coco_json_returns_the_dict(tmp_path):
         read_coco_json(path)
     with pytest.raises(DatasetError, match="does not exist"):
         read_coco_json(tmp_path / "nope.json")
+
+
+def test_category_id_0_is_a_class_like_the_others(tmp_path):
+    """Label Studio numbers categories from 0: pedseg maps ids to labels 1..K, so id 0 trains as a class."""
+    coco = _base(tmp_path)
+    coco["categories"][0]["id"] = 0
+    for a in coco["annotations"]:
+        if a["category_id"] == 1:
+            a["category_id"] = 0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(coco))
+    dataset = CocoInstancesDataset(None, path)
+    assert dataset.category_ids[:2] == [0, 0] and dataset.class_names[1] == coco["categories"][0]["name"]
+    assert 0 not in dataset.target(0)["labels"].tolist()

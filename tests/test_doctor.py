@@ -27,7 +27,8 @@ SQUARE = [2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]
 
 
 def _base(folder: Path) -> dict:
-    """Two images, two categories, three clean annotations; the images are written into ``folder``."""
+    """Two images, two categories, four clean annotations (each category on both images); the images are written
+    into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("a.png", "b.png"):
         Image.new("RGB", (W, H), (10, 20, 30)).save(folder / name)
@@ -38,7 +39,8 @@ def _base(folder: Path) -> dict:
         "categories": [{"id": 1, "name": "person"}, {"id": 5, "name": "ball"}],
         "annotations": [{**ann, "id": 11, "image_id": 1, "category_id": 1},
                         {**ann, "id": 12, "image_id": 2, "category_id": 1},
-                        {**ann, "id": 13, "image_id": 2, "category_id": 5}],
+                        {**ann, "id": 13, "image_id": 2, "category_id": 5},
+                        {**ann, "id": 14, "image_id": 1, "category_id": 5}],
     }
 
 
@@ -51,9 +53,9 @@ def _check(tmp_path: Path, coco: dict) -> tuple[Path, DataReport]:
 def test_clean_file_has_no_findings_and_counts_classes(tmp_path):
     path, report = _check(tmp_path, _base(tmp_path))
     assert report.findings == [] and report.errors == [] and report.warnings == []
-    assert (report.source, report.images, report.annotations) == (str(path), 2, 3)
+    assert (report.source, report.images, report.annotations) == (str(path), 2, 4)
     assert report.class_counts == {"person": {"instances": 2, "images": 2, "crowd": 0},
-                                   "ball": {"instances": 1, "images": 1, "crowd": 0}}
+                                   "ball": {"instances": 2, "images": 2, "crowd": 0}}
 
 
 def _ann(coco, ann_id):
@@ -95,7 +97,11 @@ def f_unknown_category(coco, folder):
 
 def f_category_zero(coco, folder):
     coco["categories"][1]["id"] = 0
-    _ann(coco, 13)["category_id"] = 0
+    _ann(coco, 13)["category_id"] = _ann(coco, 14)["category_id"] = 0
+
+
+def f_unused_category(coco, folder):
+    coco["categories"].append({"id": 9, "name": "dog"})
 
 
 def f_few_points(coco, folder):
@@ -140,7 +146,8 @@ ANN_13 = "annotation 13 of image 2 (b.png)"
     (f_duplicate_annotation_id, "error", "annotation 12", "duplicate annotation id"),
     (f_unknown_image, "error", "annotation 13", "image_id 99"),
     (f_unknown_category, "error", ANN_13, "category_id 4"),
-    (f_category_zero, "error", "category 0 (ball)", "reserved for the background"),
+    (f_category_zero, "warning", "category 0 (ball)", "torchvision's label 0 is the background"),
+    (f_unused_category, "warning", "category 9 (dog)", "has no annotations"),
     (f_few_points, "warning", ANN_13, "fewer than 3 points"),
     (f_zero_area, "warning", ANN_13, "zero area"),
     (f_odd_coordinates, "error", ANN_13, "odd number of coordinates (9)"),
@@ -178,11 +185,11 @@ def test_several_findings_are_all_listed_errors_first(tmp_path):
     path, report = _check(tmp_path, coco)
     assert [f.level for f in report.findings] == ["error", "warning", "error"]
     text = str(report).splitlines()
-    assert text[0] == f"{path}: 2 images, 3 annotations, 2 errors, 1 warning"
+    assert text[0] == f"{path}: 2 images, 4 annotations, 2 errors, 1 warning"
     assert [line.split(":")[0] for line in text[1:4]] == ["error", "error", "warning"]
     assert "annotation 11 of image 1 (a.png)" in text[1] and "image 2 (b.png)" in text[2] and "crowd" in text[3]
     assert text[4] == "" and text[5:] == report.table().splitlines()
-    assert report.class_counts["ball"] == {"instances": 0, "images": 0, "crowd": 1}
+    assert report.class_counts["ball"] == {"instances": 1, "images": 1, "crowd": 1}
 
 
 def test_table_text(tmp_path):

