@@ -74,8 +74,10 @@ print(profile.banner())
 # `iscrowd` set to 1, unless the label has an `is_crowd` attribute set to false (then it writes polygons), and
 # this library does not train on crowd regions ({term}`iscrowd`). Label Studio numbers its categories from 0, and
 # Roboflow puts a category with id 0, named after the dataset, before the real classes (it is their
-# `supercategory`, and no annotation uses it); torchvision keeps label 0 for the background, so the data doctor
-# below reports a category id 0 as an error, with what to do. The Penn-Fudan layout stays the simplest format for
+# `supercategory`, and no annotation uses it). torchvision keeps label 0 for the background, but this library maps
+# category ids to labels 1..K whatever their values, so an id 0 trains as a class like any other; the data doctor
+# below warns about it (other code may take ids as labels) and about a category that no annotation uses (the model
+# would get a class it never sees). The Penn-Fudan layout stays the simplest format for
 # one class: an instance-id mask per photo, saved losslessly as PNG (never JPEG, whose compression would invent new
 # instance ids), a photo without objects being an all-zero mask.
 #
@@ -255,10 +257,11 @@ except DatasetError as error:  # what training would say: the first error, in on
 
 # %% [markdown]
 # {glue}`n_broken_errors` errors and {glue}`n_broken_warnings` warnings, each naming its entry. The unknown
-# category, the odd number of coordinates, the repeated id, the missing file and the category id 0 are errors: the
-# dataset refuses the file, and `pedseg train` stops before the first step instead of crashing in the middle of an
-# epoch. The box outside the image, the crowd region and the images without annotations are warnings: training
-# uses the mask (cut to the image), ignores the crowd region and keeps the negatives. The `pedseg check-data`
+# category, the odd number of coordinates, the repeated id and the missing file are errors: the dataset refuses
+# the file, and `pedseg train` stops before the first step instead of crashing in the middle of an epoch. The box
+# outside the image, the crowd region, the images without annotations and Roboflow's category 0, which no
+# annotation uses, are warnings: training uses the mask (cut to the image), ignores the crowd region and keeps the
+# negatives, but an unused category would become a class the model never sees. The `pedseg check-data`
 # command prints the same report, and exits with status 1 when there are errors, so a script can stop there:
 
 # %%
@@ -530,9 +533,9 @@ glue("n_pf_instances", n_instances, display=False)
 #    ```
 #    The test images are exactly those of `test.json`, whatever `split_seed` says; `test_size` and `val_size` are
 #    not used for the files. Roboflow's download has this shape already, each file beside its images
-#    (`data_root` None), once its unused category 0 is removed:
+#    (`data_root` None); remove its unused category 0 first, or the model gets a class it never sees:
 #    ```bash
-#    pedseg train --preset cpu --set data_format=coco --set annotation_file=train/_annotations.coco.json \
+#    pedseg train --preset cpu --coco train/_annotations.coco.json \
 #        --set val_annotation_file=valid/_annotations.coco.json --set test_annotation_file=test/_annotations.coco.json
 #    ```
 #    :::
