@@ -94,7 +94,8 @@ def _categories(base) -> list[dict]:
 def _gt_annotations(target: Mapping, image_id: int, first_id: int, crowd: bool) -> list[dict]:
     rles = encode_masks(torch.as_tensor(target["masks"]))
     boxes, areas = _xywh(target["boxes"]), torch.as_tensor(target["area"]).tolist()
-    labels = torch.as_tensor(target["labels"]).tolist()
+    # a target without labels has one class (label 1), as Penn-Fudan's targets and chapter 5's toy target
+    labels = torch.as_tensor(target["labels"]).tolist() if "labels" in target else [1] * len(rles)
     return [{"id": first_id + k, "image_id": image_id, "category_id": int(label), "segmentation": rle,
              "area": float(area), "bbox": box, "iscrowd": int(crowd)}
             for k, (rle, box, area, label) in enumerate(zip(rles, boxes, areas, labels, strict=True))]

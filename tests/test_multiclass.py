@@ -218,3 +218,21 @@ def test_target_masks_and_labels_stay_together():
     assert target["labels"].tolist() == [2, 1]
     assert isinstance(target["boxes"], tv_tensors.BoundingBoxes)
     assert target["area"].tolist() == [9.0, 20.0]
+
+
+def test_a_target_without_labels_is_one_class():
+    """Chapter 5's toy dataset gives boxes, masks and areas only: every instance is then label 1."""
+
+    class Unlabelled:
+        def __init__(self):
+            self.source = FakeDataset(n=2)
+
+        def __len__(self):
+            return len(self.source)
+
+        def target(self, idx):
+            return {k: v for k, v in self.source.target(idx).items() if k != "labels"}
+
+    gt = build_coco_gt(Unlabelled())
+    assert gt.dataset["annotations"] and {a["category_id"] for a in gt.dataset["annotations"]} == {1}
+    assert gt.dataset["categories"] == [{"id": 1, "name": "person"}]
