@@ -31,7 +31,7 @@
 # | Profile | Time to run |
 # |---|---|
 # | smoke | about 2 minutes on 2 CPU cores: a random-weight model trained for seconds on 16 synthetic images (measured with nbval) |
-# | cpu | about 8-10 minutes on 2 CPU cores: the `cpu` recipe (COCO weights, 480 px) on 110 synthetic images, then 50 test images (estimate from chapters 4 and 5) |
+# | cpu | about 6-7 minutes on 2 CPU cores: the `cpu` recipe (COCO weights, 480 px) on 110 synthetic images, then 50 test images (measured by `bash .ci/rehearse`) |
 # | tutorial | about 5 minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]
