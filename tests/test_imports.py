@@ -3,7 +3,7 @@
 The layers, from the bottom up (a module may import its own layer and those below it, never above):
 
 ================================  =============================================================
-errors, _io                       exceptions and atomic file writes
+errors, _io, notebook             exceptions, atomic file writes, the chapters' glue
 config                            the typed run configuration and its presets
 distributed                       process groups and the device rule
 data (and data.*)                 Penn-Fudan and COCO files: datasets, splits, download, convert, doctor
@@ -31,7 +31,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pedseg_lib"
 
 LAYERS = [
-    ["pedseg_lib", "pedseg_lib.errors", "pedseg_lib._io"],
+    ["pedseg_lib", "pedseg_lib.errors", "pedseg_lib._io", "pedseg_lib.notebook"],
     ["pedseg_lib.config"],
     ["pedseg_lib.distributed"],
     ["pedseg_lib.data", "pedseg_lib.data.*"],
