@@ -3,7 +3,12 @@
 Modules, one concern each: ``profiles`` (which budget and data), ``data`` (Penn-Fudan and its
 synthetic stand-in), ``model`` (Mask R-CNN, checkpoints), ``config`` (training presets), ``engine``
 (the training loop), ``evaluation`` (COCO metrics), ``inference`` (prediction), ``visualize``
-(figures) and ``cli`` (the ``pedseg`` command).
+(figures), ``notebook`` (the chapters' glue) and ``cli`` (the ``pedseg`` command).
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:  # one owner: pyproject.toml's version, as installed
+    __version__ = _metadata.version("pedseg")
+except _metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
