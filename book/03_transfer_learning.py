@@ -33,14 +33,17 @@
 # | tutorial | about 10 minutes on a GPU: three runs of 2 epochs (estimate) |
 
 # %% tags=["colab"]
-# Runs only in Google Colab: installs the companion library at the book's pinned release.
+# Runs only in Google Colab: installs the companion library at the release this book pins, pedseg 0.1.0.
 import os
 import sys
 
 if "google.colab" in sys.modules:
     from IPython import get_ipython
 
-    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0'")
+    pip_log = get_ipython().getoutput(f"{sys.executable} -m pip install -q pedseg==0.1.0 2>&1 && echo pedseg-installed")
+    if pip_log[-1:] != ["pedseg-installed"]:
+        print(f"pip could not install pedseg==0.1.0 ({pip_log[-1] if pip_log else 'no output'}): run "
+              "%pip install 'pedseg @ git+https://github.com/pedseg/pedseg@main' in a new cell, then the cells below.")
     import torch
 
     if torch.cuda.is_available():
@@ -138,7 +141,7 @@ print(f"same architecture and values: {len(layout)} parameter tensors, {len(page
 # profile this page runs: {py:func}`pedseg_lib.model.build_untrained` gives its architecture without a download.
 
 # %%
-from myst_nb import glue
+from pedseg_lib.notebook import glue
 
 recipe = M.build_untrained(num_classes=num_classes, weights="coco", min_size=preset.min_size,
                            max_size=preset.max_size)

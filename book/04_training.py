@@ -35,14 +35,17 @@
 # | tutorial | a few minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]
-# Runs only in Google Colab: installs the companion library at the book's pinned release.
+# Runs only in Google Colab: installs the companion library at the release this book pins, pedseg 0.1.0.
 import os
 import sys
 
 if "google.colab" in sys.modules:
     from IPython import get_ipython
 
-    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+https://github.com/pedseg/pedseg@v0.1.0'")
+    pip_log = get_ipython().getoutput(f"{sys.executable} -m pip install -q pedseg==0.1.0 2>&1 && echo pedseg-installed")
+    if pip_log[-1:] != ["pedseg-installed"]:
+        print(f"pip could not install pedseg==0.1.0 ({pip_log[-1] if pip_log else 'no output'}): run "
+              "%pip install 'pedseg @ git+https://github.com/pedseg/pedseg@main' in a new cell, then the cells below.")
     import torch
 
     if torch.cuda.is_available():
@@ -115,8 +118,9 @@ print("disjoint:", not (set(split["train"]) & set(split["val"]) or set(split["tr
 import math
 from pathlib import Path
 
-from myst_nb import glue
 from PIL import Image
+
+from pedseg_lib.notebook import glue
 
 tutorial_recipe, cpu_recipe = load_preset("tutorial"), load_preset("cpu")
 short_sides = [min(Image.open(path).size) for path in sorted((Path(cfg.data_root) / "PNGImages").glob("*.png"))]
