@@ -1,8 +1,10 @@
-"""Shared fixtures: the real Penn-Fudan data when present, a small synthetic copy always."""
+"""Shared fixtures: the real Penn-Fudan data when present, a small synthetic copy always; .ci/colab.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,14 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pedseg_lib.data import make_synthetic_pennfudan
 
     return make_synthetic_pennfudan(tmp_path_factory.mktemp("synthetic"), n_images=12, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ci_colab():
+    """The maintainers' script .ci/colab.py as a module: the owner of the chapters' pin and the Colab-like check."""
+    path = PROJECT_ROOT / ".ci" / "colab.py"
+    spec = importlib.util.spec_from_file_location("pedseg_ci_colab", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module

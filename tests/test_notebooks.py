@@ -5,7 +5,14 @@ Fast (no execution): nbval and the book build execute the chapters.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -34,29 +41,6 @@ def _toc_chapters() -> list[str]:
 
 def _config() -> dict:
     return yaml.safe_load((ROOT / "_config.yml").read_text())
-
-
-def _release_tag() -> str:
-    # The pinned release lives in one place: the package version.
-    # (a regex rather than tomllib, which Python 3.10 lacks).
-    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
-    return f"v{version}"
-
-
-def _colab_cell() -> str:
-    url = _config()["repository"]["url"]
-    return f'''# Runs only in Google Colab: installs the companion library at the book's pinned release.
-import os
-import sys
-
-if "google.colab" in sys.modules:
-    from IPython import get_ipython
-
-    get_ipython().run_line_magic("pip", "install -q 'pedseg @ git+{url}@{_release_tag()}'")
-    import torch
-
-    if torch.cuda.is_available():
-        os.environ.setdefault("PEDSEG_PROFILE", "tutorial")'''
 
 
 def _read_notebook(name: str) -> nbformat.NotebookNode:
@@ -91,15 +75,130 @@ def test_toc_lists_every_chapter_and_every_page_exists():
             assert (ROOT / f"{page}.md").is_file(), f"_toc.yml lists {page} but {page}.md does not exist"
 
 
-def test_config_names_the_repository_once_and_launches_colab():
+def test_config_names_the_repository_once_and_launches_colab(ci_colab):
     cfg = _config()
-    assert cfg["repository"] == {"url": "https://github.com/pedseg/pedseg", "branch": "main", "path_to_book": "."}
+    rel = ci_colab.release(ROOT)
+    assert cfg["repository"] == {"url": rel.repository, "branch": ci_colab.BRANCH, "path_to_book": "."}
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert cfg["execute"]["execute_notebooks"] == "cache"
     assert cfg["execute"]["allow_errors"] is False
     text = (ROOT / "_config.yml").read_text()
-    assert text.count("github.com/pedseg/pedseg") == 1, "the repository URL must appear once in _config.yml"
+    assert text.count(rel.owner_repo) == 1, "the repository URL must appear once in _config.yml"
     assert "book/*.py" in cfg["exclude_patterns"], "paired .py sources must not become pages"
+
+
+# --- One owner each for the version and the repository address (pyproject.toml); .ci/colab.py writes the rest ------
+
+
+def test_pins_badges_and_config_agree_with_pyproject(ci_colab):
+    assert ci_colab.problems(ROOT) == [], "run `python .ci/colab.py sync`"
+    assert ci_colab.problems(ROOT, tag=ci_colab.release(ROOT).tag) == []
+
+
+def _copy_of_the_book(tmp_path: Path) -> Path:
+    for name in ("pyproject.toml", "_config.yml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "book").mkdir()
+    for path in [*BOOK.glob("[0-9][0-9]_*.py"), *BOOK.glob("[0-9][0-9]_*.ipynb")]:
+        shutil.copy2(path, tmp_path / "book" / path.name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("suffix", ["py", "ipynb"])
+def test_a_pin_changed_by_hand_fails_the_check(tmp_path, ci_colab, suffix):
+    root = _copy_of_the_book(tmp_path)
+    version = ci_colab.release(root).version
+    path = root / "book" / f"{CHAPTERS[2]}.{suffix}"
+    text = path.read_text()
+    assert text.count(f"pedseg=={version}") == 2, "the install line and its message each name the pin"
+    path.write_text(text.replace(f"pedseg=={version}", "pedseg==0.0.9"))
+    found = ci_colab.problems(root)
+    assert len(found) == 1 and found[0].startswith(f"book/{CHAPTERS[2]}.{suffix}: first code cell"), found
+    assert "it pins 0.0.9" in found[0] and "python .ci/colab.py sync" in found[0]
+
+
+def test_a_badge_or_an_address_changed_by_hand_fails_the_check(tmp_path, ci_colab):
+    root = _copy_of_the_book(tmp_path)
+    rel = ci_colab.release(root)
+    path = root / "book" / f"{CHAPTERS[0]}.py"
+    path.write_text(path.read_text().replace(f"/{rel.owner_repo}/blob/", "/someone/fork/blob/", 1))
+    config = root / "_config.yml"
+    config.write_text(config.read_text().replace(rel.repository, "https://github.com/someone/fork"))
+    found = ci_colab.problems(root, tag="v0.0.0")
+    assert any(f"tag v0.0.0 != v + pyproject.toml's version {rel.version}" in p for p in found), found
+    assert any(p.startswith("_config.yml: repository.url https://github.com/someone/fork") for p in found), found
+    assert any(p.startswith(f"book/{CHAPTERS[0]}.py: its first markdown cell lacks the badge") for p in found), found
+    assert len(found) == 3, found
+
+
+def test_sync_writes_the_pin_and_the_badges_from_pyproject(tmp_path, ci_colab):
+    root = _copy_of_the_book(tmp_path)
+    pyproject = root / "pyproject.toml"
+    old = ci_colab.release(root)
+    pyproject.write_text(pyproject.read_text().replace(f'version = "{old.version}"', 'version = "7.8.9"', 1)
+                         .replace(f'Repository = "{old.repository}"', 'Repository = "https://github.com/a/b"', 1))
+    rel = ci_colab.release(root)
+    assert (rel.version, rel.owner_repo) == ("7.8.9", "a/b")
+    assert ci_colab.sync(root) == CHAPTERS
+    found = ci_colab.problems(root)
+    assert found == [f"_config.yml: repository.url {old.repository} != pyproject.toml's Repository "
+                     "https://github.com/a/b"], "sync rewrites the chapters; _config.yml is edited by hand"
+    for name in CHAPTERS:
+        nb = nbformat.read(root / "book" / f"{name}.ipynb", as_version=4)
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert first_code.source == ci_colab.colab_cell(rel) and "pedseg==7.8.9" in first_code.source
+        assert ci_colab.badge(rel, name) in nb.cells[0].source
+    assert ci_colab.sync(root) == [], "a second sync changes nothing"
+
+
+def _colab_import_names(ci_colab) -> set[str]:
+    """Top-level modules that the packages of .ci/colab-preinstalled.txt provide (as installed here)."""
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    listed = {norm(re.split(r"[=<>!@ ;\[]", line)[0]) for line in ci_colab.PREINSTALLED.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    return {top for top, dists in importlib.metadata.packages_distributions().items()
+            if any(norm(d) in listed for d in dists)}
+
+
+def test_chapters_import_only_what_colab_has_or_pedseg_brings(ci_colab):
+    # myst-nb, for one, is not on Colab: the chapters glue through pedseg_lib.notebook (issue: Colab-ready chapters).
+    allowed = _colab_import_names(ci_colab) | set(sys.stdlib_module_names) | {"pedseg_lib"}
+    assert {"torch", "torchvision", "yaml", "PIL", "pycocotools", "IPython", "matplotlib"} <= allowed
+    found = {}
+    for path in sorted(BOOK.glob("[0-9][0-9]_*.py")):
+        for cell in jupytext.read(path).cells:
+            if cell.cell_type != "code":
+                continue
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("!", "%")))
+            for node in ast.walk(ast.parse(source)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+                for name in names:
+                    found.setdefault(name.split(".")[0], set()).add(path.name)
+    missing = {name: sorted(where) for name, where in found.items() if name not in allowed}
+    assert not missing, (f"chapters import modules that a fresh Colab runtime lacks and `pip install pedseg` does not "
+                         f"bring: {missing}; use the library, or add the package to pedseg's dependencies")
+
+
+def test_the_colab_cell_says_in_one_line_what_to_do_when_pip_fails(tmp_path, ci_colab):
+    # Before the first release (here: a version that exists nowhere), the reader sees one line, not pip's errors.
+    rel = dataclasses.replace(ci_colab.release(ROOT), version="999.0.0")
+    script = tmp_path / "cell.ipy"
+    script.write_text("import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+                      + ci_colab.colab_cell(rel) + "\n")
+    (tmp_path / "empty").mkdir()
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "empty"),
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "IPYTHONDIR": str(tmp_path / "ipython")}
+    done = subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner", "--colors=NoColor", str(script)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("pip could not install pedseg==999.0.0 (ERROR: No matching distribution found for "
+                               "pedseg==999.0.0): run %pip install 'pedseg @ git+https://github.com/"), lines[0]
+    assert lines[0].endswith("@main' in a new cell, then the cells below."), lines[0]
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
@@ -125,29 +224,29 @@ def test_notebook_and_py_are_paired_and_in_sync(name):
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
-def test_first_code_cell_installs_the_pinned_release_in_colab(name):
+def test_first_code_cell_installs_the_pinned_release_in_colab(name, ci_colab):
     nb = _read_notebook(name)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code, f"book/{name}.ipynb has no code cell"
     first = code[0]
     assert "colab" in first.metadata.get("tags", []), f"book/{name}.ipynb: first code cell needs the tag 'colab'"
-    assert first.source.strip() == _colab_cell(), \
-        f"book/{name}.ipynb: first code cell differs from the shared Colab cell (repository url + @{_release_tag()})"
+    rel = ci_colab.release(ROOT)
+    assert first.source.strip() == ci_colab.colab_cell(rel), \
+        f"book/{name}.ipynb: first code cell differs from the Colab cell for pedseg {rel.version}; run " \
+        "`python .ci/colab.py sync`"
     assert "get_profile()" in code[1].source and "banner()" in code[1].source, \
         f"book/{name}.ipynb: second code cell must print profile.banner()"
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
-def test_first_markdown_cell_has_title_badge_objectives_and_times(name):
+def test_first_markdown_cell_has_title_badge_objectives_and_times(name, ci_colab):
     nb = _read_notebook(name)
     assert nb.cells[0].cell_type == "markdown", f"book/{name}.ipynb must open with a markdown cell"
     head = nb.cells[0].source
     number = int(name[:2])
     assert re.match(rf"# Chapter {number}: \S", head), f"book/{name}.ipynb: title must be '# Chapter {number}: ...'"
-    owner_repo = _config()["repository"]["url"].removeprefix("https://github.com/")
-    badge = (f"[![Open In Colab](images/colab-badge.svg)](https://colab.research.google.com/github/"
-             f"{owner_repo}/blob/main/book/{name}.ipynb)")
-    assert badge in head, f"book/{name}.ipynb: first cell lacks the badge line {badge}"
+    badge = ci_colab.badge(ci_colab.release(ROOT), name)
+    assert badge in head.splitlines(), f"book/{name}.ipynb: first cell lacks the badge line {badge}"
     assert re.search(r"^(#+ *Learning objectives|\*\*Learning objectives\*\*)", head, re.M | re.I), \
         f"book/{name}.ipynb: first cell needs a 'Learning objectives' heading or bold line"
     objectives = _section(head.replace("**Learning objectives**", "## Learning objectives"), "## Learning objectives")
