@@ -37,10 +37,11 @@ from pedseg_lib.data.pennfudan import (
 )
 from pedseg_lib.data.splits import split_indices, split_train_val_test
 from pedseg_lib.data.synthetic import make_synthetic_coco, make_synthetic_pennfudan, synthetic_detections
-from pedseg_lib.data.transforms import build_transforms, collate_fn, create_loader
+from pedseg_lib.data.transforms import BoxesFromMasks, build_transforms, collate_fn, create_loader
 
 __all__ = [
-    "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "build_transforms",
+    "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "BoxesFromMasks",
+    "build_transforms",
     "check_coco", "check_data", "check_pennfudan", "coco_findings", "CocoInstancesDataset", "collate_fn",
     "create_loader", "DataReport", "dataset_statistics", "download_pennfudan", "find_dataset", "Finding",
     "instances_to_target", "labelme_to_coco", "make_synthetic_coco", "make_synthetic_pennfudan", "mask_to_target",
