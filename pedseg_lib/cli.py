@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pedseg_lib import __version__
 from pedseg_lib.config import DEVICES, PRESETS
 from pedseg_lib.errors import CheckpointError, InputError, PedsegError
 
@@ -369,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedseg", description="Pedestrian instance segmentation with Mask R-CNN on Penn-Fudan."
     )
+    parser.add_argument("--version", action="version", version=f"pedseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("download", help="download and verify Penn-Fudan",

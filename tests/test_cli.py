@@ -29,6 +29,15 @@ def test_help(command, capsys):
         assert all(name in out for name in COMMANDS)
 
 
+def test_version_is_the_installed_release_s(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pedseg {importlib.metadata.version('pedseg')}"
+
+
 def test_train_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
