@@ -8,12 +8,16 @@ written from them by ``sync``; ``check`` says where a chapter, ``_config.yml`` o
 holding only what Colab preinstalls (``.ci/colab-preinstalled.txt``, with its source and date), and executes each
 chapter notebook alone, copied into an empty folder outside the checkout, in that environment's kernel. The
 chapter's own first cell does the installing: Colab is imitated by a stub ``google.colab`` module imported at
-kernel start, and pip finds the freshly built wheel (``PIP_FIND_LINKS``) as Colab would find the release on PyPI.
+kernel start, and pip finds the freshly built wheel (``PIP_FIND_LINKS``, no index) as Colab finds the release on
+PyPI.
 pedseg is uninstalled before each chapter, so every chapter installs it itself.
 
     python .ci/colab.py sync                  # rewrite the Colab cells and badges from pyproject.toml
     python .ci/colab.py check [--tag v0.1.0]  # exit 1 when anything disagrees with pyproject.toml
     python .ci/colab.py run [CHAPTER ...]     # the Colab-like check (smoke profile), a table and --json
+
+The Colab-like environment lives in ``PEDSEG_COLAB_VENV`` (default ``~/.cache/pedseg/colab-venv``); it is made on
+first use (a few minutes: torch) and made again whenever .ci/colab-preinstalled.txt changes.
 
 ``run`` needs nothing but the standard library in the calling Python (it runs nbclient inside the environment it
 makes). Standard library only in this whole file, so that tests, the release workflow and CI can all use it.
@@ -44,7 +48,8 @@ PREINSTALLED = ROOT / ".ci" / "colab-preinstalled.txt"
 COLAB_URL = "https://colab.research.google.com/github"
 BRANCH = "main"  # the branch the badges open (and _config.yml's repository.branch)
 INSTALLED_MARK = "pedseg-installed"
-DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "colab-venv"
+DEFAULT_VENV = Path(os.environ.get("PEDSEG_COLAB_VENV")
+                    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pedseg" / "colab-venv")
 CELL_TIMEOUT_S = 600  # _config.yml execute.timeout, as the book build uses
 # Variables of this project or of the calling environment that a Colab runtime does not have.
 DROPPED_ENV = ("PEDSEG_DATA", "PEDSEG_RUNS", "PEDSEG_PROFILE", "PEDSEG_CELL_TIMES", "MPLBACKEND", "PYTHONPATH",
@@ -112,6 +117,23 @@ def badge(rel: Release, name: str) -> str:
 
 
 BADGE_RE = re.compile(r"^# \[!\[Open In Colab\]\(images/colab-badge\.svg\)\]\([^)]*\)$", re.M)  # in a .py
+
+
+def normalized(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): lower case, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def preinstalled() -> set[str]:
+    """The (normalized) distribution names of .ci/colab-preinstalled.txt."""
+    return {normalized(re.split(r"[=<>!~@ ;\[]", line)[0]) for line in PREINSTALLED.read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def dependencies(root: Path = ROOT) -> set[str]:
+    """The (normalized) distribution names pedseg depends on, from pyproject.toml."""
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {normalized(re.split(r"[=<>!~@ ;\[]", dep)[0]) for dep in project["dependencies"]}
 
 
 def chapters(root: Path = ROOT) -> list[str]:
@@ -317,8 +339,12 @@ def prepare(work: Path | None = None, venv: Path = DEFAULT_VENV) -> Setup:
 def _colab_environ(setup: Setup, folder: Path, profile: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV and not k.startswith("PEDSEG_")}
     env.update(PATH=f"{setup.python.parent}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(setup.stub),
-               IPYTHONDIR=str(setup.ipython), PIP_FIND_LINKS=str(setup.dist), XDG_CACHE_HOME=str(folder / ".cache"),
-               PEDSEG_PROFILE=profile, PYTHONUNBUFFERED="1")
+               IPYTHONDIR=str(setup.ipython), XDG_CACHE_HOME=str(folder / ".cache"), PEDSEG_PROFILE=profile,
+               PYTHONUNBUFFERED="1",
+               # pip sees the built wheel and nothing else: no index, no configuration of this machine. Every
+               # dependency of pedseg is on Colab's list (tested), so the cell installs pedseg alone, as in Colab.
+               PIP_FIND_LINKS=str(setup.dist), PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull,
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
     return env
 
 

@@ -153,13 +153,9 @@ def test_sync_writes_the_pin_and_the_badges_from_pyproject(tmp_path, ci_colab):
 
 def _colab_import_names(ci_colab) -> set[str]:
     """Top-level modules that the packages of .ci/colab-preinstalled.txt provide (as installed here)."""
-    def norm(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
-
-    listed = {norm(re.split(r"[=<>!@ ;\[]", line)[0]) for line in ci_colab.PREINSTALLED.read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
+    listed = ci_colab.preinstalled()
     return {top for top, dists in importlib.metadata.packages_distributions().items()
-            if any(norm(d) in listed for d in dists)}
+            if any(ci_colab.normalized(d) in listed for d in dists)}
 
 
 def test_chapters_import_only_what_colab_has_or_pedseg_brings(ci_colab):
@@ -180,6 +176,13 @@ def test_chapters_import_only_what_colab_has_or_pedseg_brings(ci_colab):
     missing = {name: sorted(where) for name, where in found.items() if name not in allowed}
     assert not missing, (f"chapters import modules that a fresh Colab runtime lacks and `pip install pedseg` does not "
                          f"bring: {missing}; use the library, or add the package to pedseg's dependencies")
+
+
+def test_pedseg_depends_only_on_what_colab_has(ci_colab):
+    # So the Colab cell installs pedseg alone, and the Colab-like check can install it with no package index.
+    missing = ci_colab.dependencies(ROOT) - ci_colab.preinstalled()
+    assert {"torch", "torchvision", "pycocotools"} <= ci_colab.dependencies(ROOT)
+    assert not missing, f"pedseg depends on packages Colab does not preinstall: {sorted(missing)}"
 
 
 def test_the_colab_cell_says_in_one_line_what_to_do_when_pip_fails(tmp_path, ci_colab):
