@@ -1,6 +1,9 @@
-"""The GitHub Actions workflow that publishes the book: valid against GitHub's workflow schema, and doing
-what README promises (a build with warnings as errors: cpu profile for main, smoke for pull requests; then a
-Pages deployment from pushes to main only, after a successful build)."""
+"""The GitHub Actions workflows, valid against GitHub's workflow schema and doing what README promises.
+
+book.yml: a build with warnings as errors (cpu profile for main, smoke for pull requests), then a Pages deployment
+from pushes to main only, after a successful build. release.yml: on a tag v<version>, check tag == version == the
+chapters' pin, build the sdist and wheel, run the suite, then publish to PyPI (trusted publishing) and GitHub.
+"""
 
 from __future__ import annotations
 
@@ -109,3 +112,59 @@ def test_deploy_runs_only_for_pushes_to_main_after_a_successful_build():
     upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
     assert build["steps"].index(upload) > build["steps"].index(_build_step(build))
     assert "if" not in upload
+
+
+# --- The release workflow (README: Releasing) -------------------------------------------------------------------------
+
+def _release_workflow() -> dict:
+    return yaml.safe_load((WORKFLOWS[0].parent / "release.yml").read_text())
+
+
+def _runs(job: dict) -> list[str]:
+    return [step.get("run", "") for step in job["steps"]]
+
+
+def test_release_runs_on_version_tags_only():
+    workflow = _release_workflow()
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers == {"push": {"tags": ["v*"]}}, "a release is made by pushing a tag v<version>, nothing else"
+    assert workflow["permissions"] == {"contents": "read"}, "only the publishing job may write"
+
+
+def test_release_checks_tag_version_and_pins_before_it_builds():
+    build = _release_workflow()["jobs"]["build"]
+    runs = _runs(build)
+    check = next(i for i, run in enumerate(runs) if "python .ci/colab.py check --tag" in run)
+    built = next(i for i, run in enumerate(runs) if "python -m build" in run)
+    assert check < built
+    assert '"$GITHUB_REF_NAME"' in runs[check], "the pushed tag's name is what must equal v + version"
+    assert any("pedseg-${version}-py3-none-any.whl" in run and "pedseg-${version}.tar.gz" in run for run in runs)
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["path"] == "dist/" and upload["with"]["if-no-files-found"] == "error"
+
+
+def test_release_runs_the_suite_and_publishes_only_after_it_with_trusted_publishing():
+    jobs = _release_workflow()["jobs"]
+    assert any(run.strip() == "bash .ci/run" for run in _runs(jobs["test"])), "the suite, as CI runs it"
+    publish = jobs["publish"]
+    assert sorted(publish["needs"]) == ["build", "test"]
+    assert "if" not in publish, "publishing must not run after a failed build or test"
+    assert publish["permissions"] == {"id-token": "write", "contents": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    pypi = [s for s in publish["steps"] if s.get("uses", "").startswith("pypa/gh-action-pypi-publish@")]
+    assert len(pypi) == 1 and not pypi[0].get("with", {}).get("password"), "trusted publishing: no stored token"
+    assert any("gh release create" in run and "dist/*" in run for run in _runs(publish))
+    steps = publish["steps"]
+    release = next(i for i, s in enumerate(steps) if "gh release create" in s.get("run", ""))
+    assert steps.index(pypi[0]) < release, "the GitHub release names files that are on PyPI already"
+
+
+def test_the_release_check_passes_for_the_version_s_tag_and_fails_for_another():
+    root = WORKFLOWS[0].parents[2]
+    version = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    ok = subprocess.run([sys.executable, ".ci/colab.py", "check", "--tag", f"v{version}"], cwd=root,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = subprocess.run([sys.executable, ".ci/colab.py", "check", "--tag", "v999.0.0"], cwd=root,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and f"tag v999.0.0 != v + pyproject.toml's version {version}" in bad.stderr
