@@ -296,8 +296,15 @@ print("same split again: True")
 #
 # {term}`Data augmentation <data augmentation>` shows the model new variants of the same photos.
 # {py:func}`pedseg_lib.data.build_transforms` builds a torchvision v2 pipeline: a horizontal flip (`hflip`, its
-# probability) and, with `photometric=True`, random brightness, contrast, saturation and hue. Because boxes and
+# probability) and, with `photometric=True`, torchvision's `RandomPhotometricDistort`, which changes brightness,
+# contrast, saturation and hue and permutes the colour channels, each with probability 0.5. Because boxes and
 # masks are `tv_tensors`, the flip moves them together with the image; colour changes touch only the image.
+#
+# One detail of the flip: this book's boxes are inclusive pixel indices (`x2` is the mask's last column), while
+# v2 moves box coordinates as continuous positions and maps `x1` to `W - x2`. A flipped box would sit one pixel
+# right of its flipped mask: in an image 10 pixels wide, the mask box `[1, 2, 3, 4]` becomes `[7, 2, 9, 4]`, but
+# the flipped mask spans columns 6 to 8. So the pipeline recomputes every box from its mask after the flip
+# ({py:class}`pedseg_lib.data.BoxesFromMasks`), and boxes stay `masks_to_boxes` of the masks.
 #
 # It does not resize. Mask R-CNN's own `GeneralizedRCNNTransform` rescales every image so that its short side
 # is `min_size` (a model argument), and multi-scale training (`TrainConfig.scale_jitter`, Chapter 4) varies that
@@ -315,6 +322,7 @@ print("colour pipeline:", colour)
 flipped_image, flipped = flip(image, target)
 coloured_image, coloured = colour(image, target)
 assert torch.equal(flipped["masks"], target["masks"].flip(-1))  # the masks moved with the pixels
+assert torch.equal(flipped["boxes"], masks_to_boxes(flipped["masks"]))  # and the boxes with the masks
 assert torch.equal(coloured["boxes"], target["boxes"])  # colour leaves the geometry alone
 fig = show_grid([draw_instances(image, target), draw_instances(flipped_image, flipped),
                  draw_instances(coloured_image, coloured)],

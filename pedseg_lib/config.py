@@ -57,6 +57,9 @@ class TrainConfig:
     annotation_file: str | None = None
     val_annotation_file: str | None = None  # coco: validation images in a file of their own (needs a test file)
     test_annotation_file: str | None = None  # coco: test images in a file of their own (no seeded test split)
+    # coco: which iscrowd-1 annotations are crowd regions: "auto" (a CVAT export's masks are instances, else
+    # COCO's meaning), "coco" or "instances" (pedseg train --crowd-as-instances); pedseg_lib.data.crowd_rule
+    crowd: str = "auto"
     test_size: int = 50  # images held out as the test set, as in the official tutorial; no decision reads them
     # images taken out of the non-test images for validation (best epoch, early stopping, thresholds);
     # 0 = no validation: the run makes no selection and keeps its last epoch, as the official tutorial
@@ -82,7 +85,7 @@ class TrainConfig:
     # augmentation
     hflip: float = 0.5  # horizontal flip probability
     scale_jitter: list[float] | None = None  # [low, high] factors of min_size for multi-scale training
-    photometric: bool = False  # random brightness/contrast/saturation/hue
+    photometric: bool = False  # RandomPhotometricDistort: brightness, contrast, saturation, hue, channel order
     # run
     seed: int = 0  # seeds python, numpy and torch
     output_dir: str | None = None  # run folder; None = runs/<preset> in the project (or working) folder
@@ -224,6 +227,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.val_annotation_file and not cfg.test_annotation_file:
         raise ConfigError("config key 'val_annotation_file' needs 'test_annotation_file' too (the test images must "
                           "come from a file as well): set test_annotation_file=..., or drop val_annotation_file.")
+    _check(cfg.crowd in ("auto", "coco", "instances"), "crowd", cfg.crowd, "use auto, coco or instances")
     _check(cfg.test_size > 0, "test_size", cfg.test_size, "must be positive")
     _check(cfg.val_size >= 0, "val_size", cfg.val_size, "must be 0 (no validation) or more")
     for key in ("max_train_images", "max_val_images", "patience", "warmup_iters"):
