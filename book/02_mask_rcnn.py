@@ -171,9 +171,8 @@ torch.testing.assert_close(recorded["rpn"][0][0], trace.proposals)
 assert recorded["box predictor"][0].shape[0] == len(trace.proposals)  # one row of class scores per proposal
 for key in ("boxes", "labels", "scores", "masks"):
     torch.testing.assert_close(output[key], trace.output[key])
-if "mask predictor" in recorded:  # the mask branch runs only when some detection survived
-    logits = recorded["mask predictor"]
-    torch.testing.assert_close(logits[torch.arange(len(logits)), output["labels"]], trace.mask_logits)
+logits = recorded["mask predictor"]  # runs even when no detection survived: then its shape is [0, 91, 28, 28]
+torch.testing.assert_close(logits[torch.arange(len(logits)), output["labels"]], trace.mask_logits)
 print("the page's hooks and trace_model recorded the same stages")
 
 # %% [markdown]
@@ -210,8 +209,9 @@ plt.show()
 #
 # The {term}`ResNet-50` body produces four maps (C2-C5), each at half the resolution and with more channels
 # than the last. The feature pyramid network mixes each level with the upsampled level above and gives every
-# level 256 channels (P2-P5), plus P6 by max-pooling P5. Small pedestrians are found on the fine levels, large
-# ones on the coarse levels.
+# level 256 channels (P2-P5), plus P6, which keeps every second row and column of P5 (torchvision's
+# `LastLevelMaxPool` is a max-pool of kernel 1 and stride 2: a subsampling, not a pooling). Small pedestrians are
+# found on the fine levels, large ones on the coarse levels.
 
 # %%
 print(f"{'stage':7s} {'map':4s} {'shape [C, H, W]':18s} stride")
@@ -335,8 +335,8 @@ plt.show()
 # (`paste_masks_in_image`). It does **not** threshold: the model returns a {term}`soft mask`, a probability per
 # pixel, and the caller decides where the pedestrian ends (the official tutorial draws pixels above 0.7;
 # {py:func}`pedseg_lib.inference.predict` and {py:func}`pedseg_lib.visualize.draw_instances` use 0.5 by
-# default). The map is always 28x28 whatever the box size, which is why large pedestrians get soft, blocky
-# outlines. {py:func}`pedseg_lib.introspect.paste_mask` pastes one detection's map the way torchvision does.
+# default). The map is always 28x28 whatever the box size, which is why large pedestrians get smooth but coarse
+# outlines: the bilinear resize smooths between grid cells but cannot add detail finer than a cell. {py:func}`pedseg_lib.introspect.paste_mask` pastes one detection's map the way torchvision does.
 
 # %%
 # the best person detection; the best detection of any class when no person was found
@@ -398,7 +398,7 @@ plt.show()
 # per-class NMS. Hundreds of proposals go in, at most `detections_per_img` detections come out.
 # :::
 #
-# :::{dropdown} Why are large pedestrians' masks blockier than small ones'?
+# :::{dropdown} Why are large pedestrians' masks coarser than small ones'?
 # Every mask is predicted as a 28x28 grid whatever the size of the box. A 300-pixel-tall pedestrian gets about 11
 # image pixels per grid cell, smoothed only by bilinear interpolation; a 50-pixel-tall one gets fewer than two.
 # :::
@@ -456,6 +456,10 @@ plt.show()
 #
 # 2. **Fewer proposals.** *Needs: CPU, about 10 minutes.* Set `model.rpn._post_nms_top_n["testing"]` to 100
 #    (from 1000) and to 10, and compare the person detections. What does the second stage lose?
+#    `_post_nms_top_n` is a private attribute of torchvision's `RegionProposalNetwork` (its leading underscore
+#    says so: it may change without notice); changing it in place suits an experiment. The public setting is the
+#    constructor argument `rpn_post_nms_top_n_test`, e.g.
+#    `maskrcnn_resnet50_fpn(weights=..., rpn_post_nms_top_n_test=100)`, which builds a new model.
 #
 #    :::{dropdown} Hint
 #    Trace again after each change and count `trace.detections["labels"] == COCO_PERSON`; put the original value
@@ -484,7 +488,7 @@ plt.show()
 #    :::
 #
 # 3. **Paste into a larger box.** *Needs: CPU, about 10 minutes.* Paste one detection's 28x28 map into its own
-#    box and into a box twice as wide and twice as tall around the same centre. Where does the blockiness come
+#    box and into a box twice as wide and twice as tall around the same centre. Where does the coarseness come
 #    from?
 #
 #    :::{dropdown} Hint

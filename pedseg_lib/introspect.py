@@ -106,11 +106,9 @@ def trace_model(model: nn.Module, image: torch.Tensor) -> Trace:
     image_list, _ = seen["transform"]
     features = {k: v[0] for k, v in seen["fpn"].items()}
     detections = {k: v for k, v in seen["roi_heads"][0][0].items() if k != "masks"}
-    if "mask_predictor" in seen:
-        logits = seen["mask_predictor"]
-        mask_logits = logits[torch.arange(len(logits)), detections["labels"]]
-    else:  # no detection survived the score threshold: the mask branch did not run
-        mask_logits = torch.zeros(0, 28, 28)
+    # torchvision's RoI heads run the mask predictor even on zero detections: its output is then [0, classes, 28, 28].
+    logits = seen["mask_predictor"]
+    mask_logits = logits[torch.arange(len(logits)), detections["labels"]]
     return Trace(
         original_size=tuple(image.shape[-2:]),
         resized_size=tuple(image_list.image_sizes[0]),

@@ -48,6 +48,22 @@ def test_trace_records_every_stage_consistently(traced):
     assert torch.allclose(trace.resized_image(), resized, atol=1e-5)
 
 
+def test_mask_predictor_runs_without_detections(traced):
+    """torchvision runs the mask predictor even when no detection survives: its output is [0, classes, 28, 28]."""
+    model, _ = traced
+    shapes = []
+    handle = model.roi_heads.mask_predictor.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape)))
+    threshold, model.roi_heads.score_thresh = model.roi_heads.score_thresh, 1.1  # no score can pass
+    try:
+        trace = trace_model(model, image())
+    finally:
+        model.roi_heads.score_thresh = threshold
+        handle.remove()
+    assert shapes == [(0, 2, 28, 28)]
+    assert len(trace.detections["boxes"]) == 0 and trace.mask_logits.shape == (0, 28, 28)
+    assert trace.output["masks"].shape == (0, 1, 150, 110)
+
+
 def test_trace_restores_training_mode(traced):
     model, _ = traced
     model.train()
