@@ -58,8 +58,8 @@ print(profile.banner())
 # %% [markdown]
 # ## Two modules change, everything else is reused
 #
-# torchvision's {term}`COCO` Mask R-CNN ends in two small **predictors**: the box predictor (a linear layer giving a
-# score and a box correction per class) and the mask predictor (a transposed convolution, then a 1x1 convolution
+# torchvision's {term}`COCO` Mask R-CNN ends in two small **predictors**: the box predictor (two linear layers side
+# by side: `cls_score` gives a score per class, `bbox_pred` a box correction per class) and the mask predictor (a transposed convolution, then a 1x1 convolution
 # giving one 28x28 mask of {term}`logits <logit>` per class). Their output size is the number of classes, 91 for
 # COCO. Pedestrians need 2 (background and person), so exactly these two are replaced with freshly initialised
 # ones; the {term}`backbone`, the {term}`FPN`, the {term}`RPN`, the {term}`box head` and the {term}`mask head`
@@ -98,8 +98,11 @@ print("ours:               ", model.roi_heads.mask_predictor)
 # %% [markdown]
 # {py:func}`pedseg_lib.model.build_model` does exactly this. With the same arguments and the same random seed
 # before the build, it must give the same model: the same parameter names, shapes and `requires_grad` flags,
-# and, because both run the same torchvision constructors in the same order, the very same values, the freshly
-# initialised predictors included (the assert compares every tensor of the two state dicts with `torch.equal`).
+# and the very same values, the freshly initialised predictors included (the assert compares every tensor of the
+# two state dicts with `torch.equal`). The two builds differ in steps, not in results: the library builds
+# torchvision's model without weights, swaps in `FrozenBatchNorm2d` and then loads the COCO state dict, while the
+# page asks torchvision for the COCO weights directly. Both create the same layers in the same order, and neither
+# the swap nor the loading draws random numbers, so the random initialisations draw the same numbers.
 
 # %%
 from pedseg_lib import model as M
@@ -212,8 +215,10 @@ plt.show()
 # In v1 with pretrained weights, {term}`BatchNorm` is frozen everywhere in the backbone: torchvision builds
 # the ResNet with {term}`FrozenBatchNorm` (`FrozenBatchNorm2d`: fixed statistics and scale), because the small
 # batches of detection training (two images in the tutorial) give poor batch statistics.
-# Without pretrained weights (`weights=None`) torchvision ignores `trainable_backbone_layers`: all five
-# stages train and batch norm is ordinary `BatchNorm2d`. The v2 model (`maskrcnn_resnet50_fpn_v2`, the `best`
+# Without any pretrained weights (`weights=None` and `weights_backbone=None`) torchvision ignores
+# `trainable_backbone_layers` (with a warning): all five stages train and batch norm is ordinary `BatchNorm2d`.
+# `weights=None` alone is not enough: torchvision then still loads its default ImageNet backbone, and freezes
+# stages and uses `FrozenBatchNorm2d` as with COCO weights. The v2 model (`maskrcnn_resnet50_fpn_v2`, the `best`
 # preset's) is different: torchvision builds it with ordinary `BatchNorm2d` even with pretrained weights, in
 # the backbone and also in the FPN and the heads. The table counts them; the last column counts the
 # batch-norm layers of the whole model.
@@ -253,9 +258,12 @@ plt.show()
 # %% [markdown]
 # ## The experiment: what does pretraining buy?
 #
-# Three runs with the same data, the same budget and the same recipe, differing only in where the weights come
+# Three runs with the same data, the same budget and the same recipe, differing in where the weights come
 # from: COCO (the whole detector), ImageNet (the ResNet-50 backbone only; FPN, RPN and heads start random) and
-# scratch (everything random). This is {term}`fine-tuning` against training from less. Each is an ordinary
+# scratch (everything random). The scratch arm differs in two more ways, torchvision's rule for a model without
+# pretrained weights: all five ResNet stages train, and batch norm is ordinary `BatchNorm2d`, normalising with the
+# statistics of each small batch (two images in the tutorial's recipe) where the v1 pretrained arms use
+# `FrozenBatchNorm2d`. This is {term}`fine-tuning` against training from less. Each is an ordinary
 # {py:func}`pedseg_lib.engine.fit` run of the profile's preset ({py:func}`pedseg_lib.config.config_for_profile`)
 # with a shortened budget: a few epochs on part of the {term}`training split`, scored on part of
 # the {term}`validation split`.
@@ -310,7 +318,11 @@ for name, cfg in arms.items():
 # %% [markdown]
 # The curves side by side: training loss per iteration (left) and validation mask {term}`AP` per epoch (right).
 # With real weights, expect the COCO run to start with a far lower loss and reach a useful mask AP within the
-# budget, the ImageNet run to learn more slowly, and the scratch run to achieve little in so short a time.
+# budget, the ImageNet run to learn more slowly, and the scratch run to achieve little in so short a time. This is
+# an expectation, not a measurement: it is argued from what each arm starts with (the COCO detector already finds
+# people and only its two predictors are new; the ImageNet arm must learn the FPN, RPN and heads; the scratch arm
+# also its features) and from how little data and time the budget gives. The table and curves above are this
+# profile's measurement.
 # An arm whose loss turns into NaN or infinity is stopped by the engine ({py:class}`pedseg_lib.errors.NonFiniteLossError`),
 # reported as diverged above and left out of the curves: new, randomly initialised layers at the fine-tuning
 # {term}`learning rate` can do that, which is itself a result (more {term}`warm-up`, a lower rate or
@@ -349,8 +361,9 @@ plt.show()
 # :::
 #
 # :::{dropdown} The page's model and `build_model`'s are compared with `torch.equal`, not with a tolerance. Why may it be that strict?
-# Both run the same torchvision constructors in the same order after the same `torch.manual_seed(0)`, so the
-# random initialisations draw the same numbers, and the pretrained values come from the same file. Nothing is
+# Both create the same layers in the same order after the same `torch.manual_seed(0)` (the library builds
+# without weights, swaps in `FrozenBatchNorm2d` and loads the file afterwards; neither step draws random numbers),
+# so the random initialisations draw the same numbers, and the pretrained values come from the same file. Nothing is
 # computed differently, so the tensors are identical, not just close.
 # :::
 #
