@@ -321,8 +321,8 @@ for name, cfg in arms.items():
 # budget, the ImageNet run to learn more slowly, and the scratch run to achieve little in so short a time. This is
 # an expectation, not a measurement: it is argued from what each arm starts with (the COCO detector already finds
 # people and only its two predictors are new; the ImageNet arm must learn the FPN, RPN and heads; the scratch arm
-# also its features) and from how little data and time the budget gives. The table and curves above are this
-# profile's measurement.
+# also its features) and from how little data and time the budget gives. The printout above and the curves below
+# are this profile's measurement.
 # An arm whose loss turns into NaN or infinity is stopped by the engine ({py:class}`pedseg_lib.errors.NonFiniteLossError`),
 # reported as diverged above and left out of the curves: new, randomly initialised layers at the fine-tuning
 # {term}`learning rate` can do that, which is itself a result (more {term}`warm-up`, a lower rate or
