@@ -314,11 +314,12 @@ glue("n_test_images", len(test_set), display=False)
 
 # %% [markdown]
 # These are {glue}`n_test_images` test images. In the `smoke` profile, read this table for its shape only. That
-# model starts from random weights and trains for seconds: its detections are noise and its APs are about 0, so
-# this page shows that the steps run, not what they give. The `cpu` and `tutorial` profiles
-# {term}`fine-tune <fine-tuning>` COCO weights on the same kind of data and give real numbers. The classes also
-# differ in how hard they are: a ball is one round blob, a person several parts of different colours; with real
-# data, the table is where you see which class needs more examples.
+# model starts from random weights and trains for seconds, so expect its detections to be noise and its APs to
+# be near 0: this page then shows that the steps run, not what they give. The `cpu` and `tutorial` profiles
+# {term}`fine-tune <fine-tuning>` COCO weights on the same kind of data, so their numbers can be expected to mean
+# something (the argument of chapters 3 and 4; this page measures only the table above). The classes are also
+# likely to differ in how hard they are, since a ball is one round blob and a person several parts of different
+# colours; with real data, the table, not this argument, shows which class needs more examples.
 #
 # The predictions on the first test images, each box captioned with its class and score (those above the
 # {term}`score threshold` an application would keep):
@@ -480,8 +481,8 @@ glue("n_pf_instances", n_instances, display=False)
 #    :::
 #
 # 2. **A fourth class.** *Needs: CPU, about 10 minutes.* Turn every second ball of the synthetic file into a new
-#    class, "cone", with the category id 44, write the file with `write_coco`, and train the `smoke` recipe on
-#    it. How many classes does the model have, and what does the doctor's table show?
+#    class, "cone", with the category id 44, write the file with `write_coco`, and train this page's recipe
+#    (`cfg`, the profile's) on it. How many classes does the model have, and what does the doctor's table show?
 #
 #    :::{dropdown} Hint
 #    Add `{"id": 44, "name": "cone"}` to `categories` and change the `category_id` of half the annotations whose
@@ -498,13 +499,13 @@ glue("n_pf_instances", n_instances, display=False)
 #    four_file = data.write_coco(four, coco_root / "four_classes.json")
 #    print(data.check_coco(four_file).table())
 #    cfg4 = dataclasses.replace(cfg, annotation_file=str(four_file),
-#                               output_dir=str(Path(profile.runs_dir) / "smoke-four"))
+#                               output_dir=str(Path(profile.runs_dir) / f"{profile.name}-four"))
 #    model4 = engine.load_or_train(cfg4).model
 #    print(model_classes(model4))  # 5 classes: background, person, sign, ball, cone
 #    ```
 #    The drawing does not change (a "cone" still looks like a ball), so the model cannot tell the two apart:
-#    the table shows about half the balls under each name, and a trained model's AP for both stays low. A class
-#    must look different to be learnt.
+#    the table shows about half the balls under each name, and a trained model's AP for both can be expected to
+#    stay low. A class must look different to be learnt.
 #    :::
 #
 # 3. **Separate train, validation and test files.** *Needs: CPU, about 10 minutes.* Roboflow and CVAT projects
