@@ -4,7 +4,7 @@ A profile says how much work a chapter or a command may do and with what:
 
 ========== ============================================================================
 tutorial   the official fine-tuning recipe on a CUDA GPU, COCO weights, real data
-best       the strongest recipe of this book on a GPU (longer, more augmentation, AMP)
+best       a longer recipe on a GPU (v2, more augmentation, AMP), expected to be this book's strongest
 cpu        fits a laptop or free Colab CPU: smaller inputs, one epoch, COCO weights
 smoke      seconds per chapter, for CI and offline runs: random weights, tiny budgets;
            real Penn-Fudan data when present at ``PEDSEG_DATA``, synthetic data otherwise
