@@ -1,6 +1,6 @@
 """Static checks of the book's chapters: structure, Colab readiness, jupytext pairing, clean notebooks, learning aids.
 
-Fast (no execution): nbval and the book build execute the chapters.
+Fast (no execution): tests/test_colab.py (Colab-like, outside the checkout) and the book build execute the chapters.
 """
 
 from __future__ import annotations
