@@ -188,7 +188,9 @@ def test_several_findings_are_all_listed_errors_first(tmp_path):
     assert text[0] == f"{path}: 2 images, 4 annotations, 2 errors, 1 warning"
     assert [line.split(":")[0] for line in text[1:4]] == ["error", "error", "warning"]
     assert "annotation 11 of image 1 (a.png)" in text[1] and "image 2 (b.png)" in text[2] and "crowd" in text[3]
-    assert text[4] == "" and text[5:] == report.table().splitlines()
+    table = report.table().splitlines()
+    assert text[4] == "" and text[5:5 + len(table)] == table
+    assert text[5 + len(table):] == ["note: " + report.notes[0]] and "crowd rule coco" in text[-1]
     assert report.class_counts["ball"] == {"instances": 1, "images": 1, "crowd": 1}
 
 
@@ -263,9 +265,11 @@ def test_check_pennfudan_real_data(real_root):
 def test_check_data_dispatches(tmp_path):
     path, _ = _check(tmp_path, _base(tmp_path))
     assert check_data(path).class_counts["person"]["instances"] == 2
-    with pytest.raises(DatasetError, match="not a Penn-Fudan folder"):
-        check_data(tmp_path)
-    with pytest.raises(DatasetError, match="neither"):
+    assert check_data(tmp_path).source == str(path)  # a folder with one COCO file: that file
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="is a folder without annotation files, not a COCO file"):
+        check_data(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
         check_data(tmp_path / "nothing.txt")
     assert check_data(tmp_path / "nothing.json").errors[0].entry == "file"
 

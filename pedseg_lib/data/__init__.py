@@ -8,8 +8,11 @@
 ``synthetic``        a synthetic look-alike, a multi-class COCO set, and synthetic detections, for tests
 ``transforms``       augmentation pipelines and DataLoaders
 ``coco``             COCO instance files: reading, validation findings, :class:`CocoInstancesDataset`
-``convert``          Penn-Fudan folders, instance-mask folders and LabelMe files to COCO; ``write_coco``
-``doctor``           every problem of a COCO file or a Penn-Fudan folder, and per-class counts (``check_data``)
+``convert``          Penn-Fudan folders, instance- and class-valued mask folders, LabelMe and VIA files to COCO;
+                     ``write_coco``
+``formats``          what an input path holds (COCO, Roboflow export, LabelMe, VIA, Penn-Fudan): ``detect_input``
+``doctor``           every problem of a COCO file, a Roboflow export or a Penn-Fudan folder, and per-class counts
+                     (``check_data``)
 ==================== ==================================================================================
 
 Conventions:
@@ -23,10 +26,26 @@ Every public name is importable from ``pedseg_lib.data`` itself.
 """
 
 from pedseg_lib.data.annotations import AnnotatedObject, Annotation, read_annotation
-from pedseg_lib.data.coco import CocoInstancesDataset, Finding, coco_findings, read_coco_json
-from pedseg_lib.data.convert import labelme_to_coco, masks_to_coco, pennfudan_to_coco, write_coco
-from pedseg_lib.data.doctor import DataReport, check_coco, check_data, check_pennfudan
+from pedseg_lib.data.coco import (
+    CocoInstancesDataset,
+    CrowdRule,
+    Finding,
+    coco_findings,
+    crowd_rule,
+    read_coco_json,
+)
+from pedseg_lib.data.convert import (
+    class_valued_masks,
+    connected_components,
+    labelme_to_coco,
+    masks_to_coco,
+    pennfudan_to_coco,
+    via_to_coco,
+    write_coco,
+)
+from pedseg_lib.data.doctor import DataReport, check_coco, check_data, check_pennfudan, check_roboflow
 from pedseg_lib.data.download import MANIFEST_PATH, PENNFUDAN_URL, download_pennfudan, verify_manifest
+from pedseg_lib.data.formats import DetectedInput, detect_input
 from pedseg_lib.data.pennfudan import (
     BACKGROUND,
     PennFudanDataset,
@@ -42,11 +61,12 @@ from pedseg_lib.data.transforms import BoxesFromMasks, build_transforms, collate
 __all__ = [
     "BACKGROUND", "MANIFEST_PATH", "PENNFUDAN_URL", "AnnotatedObject", "Annotation", "BoxesFromMasks",
     "build_transforms",
-    "check_coco", "check_data", "check_pennfudan", "coco_findings", "CocoInstancesDataset", "collate_fn",
-    "create_loader", "DataReport", "dataset_statistics", "download_pennfudan", "find_dataset", "Finding",
-    "instances_to_target", "labelme_to_coco", "make_synthetic_coco", "make_synthetic_pennfudan", "mask_to_target",
+    "check_coco", "check_data", "check_pennfudan", "check_roboflow", "class_valued_masks", "coco_findings",
+    "CocoInstancesDataset", "collate_fn", "connected_components", "create_loader", "crowd_rule", "CrowdRule",
+    "DataReport", "dataset_statistics", "DetectedInput", "detect_input", "download_pennfudan", "find_dataset",
+    "Finding", "instances_to_target", "labelme_to_coco", "make_synthetic_coco", "make_synthetic_pennfudan", "mask_to_target",
     "masks_to_coco", "pennfudan_to_coco", "PennFudanDataset", "read_annotation", "read_coco_json", "split_indices",
-    "split_train_val_test", "synthetic_detections", "verify_manifest", "write_coco",
+    "split_train_val_test", "synthetic_detections", "verify_manifest", "via_to_coco", "write_coco",
 ]
 
 # Documented, pickled and shown under the name a reader imports (``pedseg_lib.data.PennFudanDataset``).

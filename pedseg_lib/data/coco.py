@@ -98,12 +98,116 @@ def read_coco_json(path: str | Path) -> dict:
     return coco
 
 
+CROWD_RULES = ("auto", "coco", "instances")
+
+
+@dataclass(frozen=True)
+class CrowdRule:
+    """How a file's ``iscrowd`` 1 annotations are read.
+
+    Attributes:
+        name: ``"coco"`` (every ``iscrowd`` 1 annotation is a crowd region: not trained on, ignored by evaluation),
+            ``"cvat"`` (a CVAT export: ``iscrowd`` 1 marks an RLE mask, which is an instance, unless the annotation's
+            CVAT attribute ``is_crowd`` is true) or ``"instances"`` (every annotation is an instance).
+        reason: one sentence saying why this rule applies.
+    """
+
+    name: str
+    reason: str
+
+    def is_crowd(self, ann: dict) -> bool:
+        """Whether annotation ``ann`` is a crowd region under this rule."""
+        if ann.get("iscrowd", 0) != 1 or self.name == "instances":
+            return False
+        if self.name == "cvat":
+            attributes = ann.get("attributes")
+            return bool(isinstance(attributes, dict) and attributes.get("is_crowd"))
+        return True
+
+    def __str__(self) -> str:
+        return f"crowd rule {self.name}: {self.reason}"
+
+
+def _is_cvat(coco: dict) -> bool:
+    """CVAT (Datumaro's COCO exporter) writes an ``attributes`` object with ``occluded`` on every annotation."""
+    return any(isinstance(a, dict) and isinstance(a.get("attributes"), dict) and "occluded" in a["attributes"]
+               for a in coco.get("annotations", []))
+
+
+def crowd_rule(coco: dict, rule: str = "auto") -> CrowdRule:
+    """The rule that decides which ``iscrowd`` 1 annotations of a COCO dict are crowd regions.
+
+    COCO's meaning is that ``iscrowd`` 1 marks a crowd region (an RLE over a group of objects). CVAT's COCO 1.0
+    export (Datumaro's exporter) writes ``iscrowd`` 1 on *every* RLE segmentation, i.e. on every brush or mask
+    annotation, and 0 on every polygon; Label Studio and Roboflow write 0 everywhere.
+
+    Args:
+        coco: the COCO dict.
+        rule: ``"auto"`` (``"cvat"`` for a file with CVAT's ``attributes``/``occluded`` on its annotations, else
+            ``"coco"``), ``"coco"`` or ``"instances"`` (``pedseg ... --crowd-as-instances``).
+
+    Returns:
+        The :class:`CrowdRule` applied.
+
+    Raises:
+        DatasetError: ``rule`` is none of :data:`CROWD_RULES`.
+    """
+    if rule not in CROWD_RULES:
+        raise DatasetError(f"crowd rule {rule!r}: use one of {', '.join(CROWD_RULES)}")
+    crowd = sum(1 for a in coco.get("annotations", []) if isinstance(a, dict) and a.get("iscrowd", 0) == 1)
+    if rule == "instances":
+        return CrowdRule("instances", f"--crowd-as-instances: all {crowd} iscrowd-1 annotations are trained as "
+                         "instances")
+    if rule == "auto" and _is_cvat(coco):
+        return CrowdRule("cvat", f"a CVAT export (its annotations carry CVAT's attributes): CVAT writes iscrowd 1 on "
+                         f"every mask/brush annotation, so its {crowd} iscrowd-1 annotations are instances unless "
+                         "their is_crowd attribute is true")
+    if not crowd:
+        return CrowdRule("coco", "no annotation has iscrowd 1")
+    return CrowdRule("coco", f"COCO's meaning: the {crowd} iscrowd-1 annotations are crowd regions (not trained on, "
+                     "ignored by evaluation); if they are your objects (masks from a tool that marks every mask "
+                     "iscrowd 1), pass --crowd-as-instances")
+
+
+def unique_class_names(categories: Sequence[tuple[int, str]]) -> list[str]:
+    """The class name of each ``(id, name)`` category; a name that several ids share gets `` (id N)``.
+
+    Roboflow exports e.g. category 0 "car" and category 1 "car"; tables keyed by class name would merge them.
+
+    Args:
+        categories: ``(category id, name)`` pairs in label order.
+
+    Returns:
+        One name per category, in the same order, all different when the ids are.
+    """
+    counts: dict[str, int] = {}
+    for _, name in categories:
+        counts[name] = counts.get(name, 0) + 1
+    return [f"{name} (id {cid})" if counts[name] > 1 else name for cid, name in categories]
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def image_file(root: str | Path, file_name: str) -> Path:
+    """The image file of a COCO ``file_name`` under ``root``, on every OS.
+
+    Label Studio on Windows writes ``"images\\\\abc.jpg"``; a backslash is never part of a file name that an
+    annotation tool exports, so it is read as a folder separator.
+
+    Args:
+        root: the folder ``file_name`` is relative to.
+        file_name: the ``file_name`` of an image entry.
+
+    Returns:
+        ``root / file_name`` with backslashes read as ``/``.
+    """
+    return Path(root) / file_name.replace("\\", "/")
 
 
 def _image_entry(image: dict) -> str:
@@ -194,7 +298,8 @@ def _header_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
             width, height = im.size
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     except FileNotFoundError:
-        return None, f"file {path} is missing; restore it or remove the image and its annotations from the JSON"
+        return None, (f"file {path} is missing; pass the folder that holds the images with --images (e.g. a CVAT "
+                      "export's images/ folder), restore the file, or remove the image and its annotations")
     except (OSError, SyntaxError, ValueError) as e:
         return None, f"file {path} is not a readable image ({e}); replace it or remove the image from the JSON"
     if orientation in _ROTATING_ORIENTATIONS:
@@ -202,7 +307,7 @@ def _header_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     return (width, height), None
 
 
-def coco_findings(coco: dict, path: str | Path, images_dir: str | Path | None) -> list[Finding]:
+def coco_findings(coco: dict, path: str | Path, images_dir: str | Path | None, crowd: str = "auto") -> list[Finding]:
     """Every structural problem of a COCO instances dict, in file order (images, categories, annotations).
 
     Image files are opened only to check that they exist and have the JSON's size (a header read).
@@ -211,6 +316,7 @@ def coco_findings(coco: dict, path: str | Path, images_dir: str | Path | None) -
         coco: the dict from :func:`read_coco_json`.
         path: the annotation file (named in the findings; its folder holds the images when ``images_dir`` is None).
         images_dir: the folder ``file_name`` is relative to, or None for the annotation file's folder.
+        crowd: the crowd rule (:func:`crowd_rule`): which ``iscrowd`` 1 annotations are noted as crowd regions.
 
     Returns:
         The findings, errors and warnings mixed, in the order met.
@@ -222,16 +328,16 @@ def coco_findings(coco: dict, path: str | Path, images_dir: str | Path | None) -
     def add(level: str, entry: str, message: str) -> None:
         out.append(Finding(level, str(path), entry, message))
 
-    images = _check_images(coco["images"], add)
-    categories = _check_categories(coco["categories"], add)
-    annotated = _check_annotations(coco["annotations"], images, categories, add)
     used = {ann.get("category_id") for ann in coco["annotations"] if isinstance(ann, dict)}
+    images = _check_images(coco["images"], add)
+    categories = _check_categories(coco["categories"], add, used)
+    annotated = _check_annotations(coco["annotations"], images, categories, add, crowd_rule(coco, crowd))
     for cat_id, name in categories.items():
-        if cat_id not in used:
+        if cat_id not in used and cat_id != 0:  # an unused category 0 has its own (one) warning
             add("warning", f"category {cat_id} ({name})", "has no annotations: the model would get a class it never "
                 "sees (label and per-class AP n/a); remove the category unless the file is one split of several")
     for image_id, image in images.items():
-        size, problem = _header_size(root / image["file_name"])
+        size, problem = _header_size(image_file(root, image["file_name"]))
         if problem is not None:
             add("error", _image_entry(image), problem)
         elif size != (image["width"], image["height"]):
@@ -268,9 +374,10 @@ def _check_images(entries: list, add: Callable) -> dict[int, dict]:
     return images
 
 
-def _check_categories(entries: list, add: Callable) -> dict[int, str]:
+def _check_categories(entries: list, add: Callable, used: set) -> dict[int, str]:
     """The valid categories (id -> name); problems go to ``add``."""
     categories: dict[int, str] = {}
+    by_name: dict[str, int] = {}
     for k, cat in enumerate(entries):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
             add("error", f"categories[{k}]", 'needs an integer "id" and a string "name"; fix the category list')
@@ -279,17 +386,25 @@ def _check_categories(entries: list, add: Callable) -> dict[int, str]:
         if cat["id"] in categories:
             add("error", entry, f"duplicate category id (also {categories[cat['id']]}); make category ids unique")
             continue
-        if cat["id"] == 0:  # Label Studio numbers from 0; Roboflow adds an unused category 0
+        if cat["id"] == 0 and cat["id"] not in used:  # Roboflow's category 0: its project name, never used
+            add("warning", entry, "category id 0 has no annotations (Roboflow writes its project name as category 0): "
+                "it would be a class the model never sees; delete it from the file")
+        elif cat["id"] == 0:  # Label Studio numbers from 0
             add("warning", entry, "category id 0: pedseg maps category ids to labels 1..K, so it is trained as a "
                 "class, but torchvision's label 0 is the background: renumber from 1 before using the file with "
                 "code that takes category ids as labels")
         elif cat["id"] < 0:
             add("error", entry, "negative category id; renumber the categories from 1")
+        if cat["name"] in by_name:
+            add("warning", entry, f"same name as category {by_name[cat['name']]}: two classes of one name (Roboflow "
+                "repeats its project name); tables show both by id; merge them or rename one in the tool")
+        by_name.setdefault(cat["name"], cat["id"])
         categories[cat["id"]] = cat["name"]  # known (even when invalid), so its annotations are not "unknown"
     return categories
 
 
-def _check_annotations(entries: list, images: dict[int, dict], categories: dict[int, str], add: Callable) -> set[int]:
+def _check_annotations(entries: list, images: dict[int, dict], categories: dict[int, str], add: Callable,
+                       rule: CrowdRule) -> set[int]:
     """The ids of images with at least one annotation; problems go to ``add``."""
     seen: set[int] = set()
     annotated: set[int] = set()
@@ -324,8 +439,9 @@ def _check_annotations(entries: list, images: dict[int, dict], categories: dict[
         else:
             e, w = _segmentation_problems(segm, image["height"], image["width"])
             errors, warnings = errors + e, warnings + w
-        if ann.get("iscrowd", 0) == 1:
-            warnings.append("is a crowd region (iscrowd 1): not trained on, ignored by evaluation")
+        if rule.is_crowd(ann):
+            warnings.append("is a crowd region (iscrowd 1): not trained on, ignored by evaluation; pass "
+                            "--crowd-as-instances if it is an object")
         for message in errors:
             add("error", entry, message)
         for message in warnings:
@@ -371,6 +487,8 @@ class CocoInstancesDataset(Dataset):
             set, their images in file order; their categories must be identical.
         transforms: optional v2 transform called as ``transforms(image, target)``.
         cache_targets: keep each target in memory after its first decoding (returned as clones).
+        crowd: which ``iscrowd`` 1 annotations are crowd regions (:func:`crowd_rule`: ``"auto"``, ``"coco"`` or
+            ``"instances"``), decided per file; ``crowd_rules`` lists the rule each file got.
 
     Category ids, however sparse, become labels 1..K in id order (``category_ids[label]`` is the COCO id;
     ``class_names[label]`` its name). Crowd regions (``iscrowd`` 1) are kept out of ``target`` and returned by
@@ -382,7 +500,7 @@ class CocoInstancesDataset(Dataset):
     """
 
     def __init__(self, images_dir: str | Path | None, annotation_file: str | Path | Sequence[str | Path],
-                 transforms: Callable | None = None, cache_targets: bool = True):
+                 transforms: Callable | None = None, cache_targets: bool = True, crowd: str = "auto"):
         paths = [Path(annotation_file)] if isinstance(annotation_file, str | Path) else [Path(p) for p in annotation_file]
         if not paths:
             raise DatasetError("CocoInstancesDataset: no annotation file given; pass at least one COCO JSON file")
@@ -391,10 +509,12 @@ class CocoInstancesDataset(Dataset):
         self.images: list[dict] = []
         self._anns: list[list[dict]] = []
         self._dirs: list[Path] = []
+        self._crowd: list[CrowdRule] = []
+        self.crowd_rules: list[CrowdRule] = []
         categories: list[tuple[int, str]] | None = None
         for path in paths:
             coco = read_coco_json(path)
-            errors = [f for f in coco_findings(coco, path, images_dir) if f.level == "error"]
+            errors = [f for f in coco_findings(coco, path, images_dir, crowd) if f.level == "error"]
             if errors:
                 raise DatasetError(str(errors[0]))
             cats = sorted((c["id"], c["name"]) for c in coco["categories"])
@@ -403,9 +523,10 @@ class CocoInstancesDataset(Dataset):
             elif cats != categories:
                 raise DatasetError(f"{path}: categories {cats} differ from {paths[0]}'s {categories}; files of one "
                                    f"data set must share the same category ids and names")
+            self.crowd_rules.append(crowd_rule(coco, crowd))
             self._add_file(path, coco, Path(images_dir) if images_dir is not None else path.parent)
         self.category_ids: list[int] = [0] + [c for c, _ in categories]
-        self.class_names: list[str] = [BACKGROUND] + [n for _, n in categories]
+        self.class_names: list[str] = [BACKGROUND] + unique_class_names(categories)
         self._label_of = {c: label for label, c in enumerate(self.category_ids) if label}
         self._cache: dict[tuple[int, bool], dict[str, Any]] | None = {} if cache_targets else None
 
@@ -418,13 +539,14 @@ class CocoInstancesDataset(Dataset):
             self.images.append(image)
             self._anns.append(by_image.get(image["id"], []))
             self._dirs.append(root)
+            self._crowd.append(self.crowd_rules[-1])
         self.files.append((path, range(start, len(self.images))))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def image_path(self, idx: int) -> Path:
-        return self._dirs[idx] / self.images[idx]["file_name"]
+        return image_file(self._dirs[idx], self.images[idx]["file_name"])
 
     def coco_image_id(self, idx: int) -> int:
         """The ``id`` of image ``idx`` in its own JSON file."""
@@ -443,7 +565,7 @@ class CocoInstancesDataset(Dataset):
             return _clone_target(self._cache[(idx, crowd)])
         image = self.images[idx]
         h, w = image["height"], image["width"]
-        anns = [a for a in self._anns[idx] if bool(a.get("iscrowd", 0)) == crowd]
+        anns = [a for a in self._anns[idx] if self._crowd[idx].is_crowd(a) == crowd]
         masks = torch.from_numpy(np.stack([_annotation_mask(a, h, w) for a in anns])) if anns else \
             torch.zeros((0, h, w), dtype=torch.uint8)
         labels = torch.tensor([self._label_of[a["category_id"]] for a in anns], dtype=torch.int64)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pedseg_lib.data.coco import Finding, _is_int, _json_finding, coco_findings
+from pedseg_lib.data.coco import (
+    Finding,
+    _is_int,
+    _json_finding,
+    coco_findings,
+    crowd_rule,
+    unique_class_names,
+)
+from pedseg_lib.data.formats import detect_input
 from pedseg_lib.data.pennfudan import find_dataset
 from pedseg_lib.errors import DatasetError
 
@@ -28,7 +37,10 @@ class DataReport:
         annotations: number of annotations (COCO entries, crowd included) or instances (Penn-Fudan masks).
         findings: every problem, in the order met.
         class_counts: class name -> ``{"instances": n, "images": m, "crowd": c}`` (non-crowd instances,
-            images holding at least one, crowd regions).
+            images holding at least one, crowd regions); a name several category ids share is written
+            ``"name (id N)"`` for each.
+        class_ids: class name (a key of ``class_counts``) -> category id; the table then shows an id column.
+        notes: lines printed under the summary: the crowd rule applied, the split a Roboflow export brings.
     """
 
     source: str
@@ -36,6 +48,8 @@ class DataReport:
     annotations: int
     findings: list[Finding] = field(default_factory=list)
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    class_ids: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -46,25 +60,69 @@ class DataReport:
         return [f for f in self.findings if f.level == "warning"]
 
     def table(self) -> str:
-        """The per-class count table, plain text, one row per class and a header."""
+        """The per-class count table, plain text, one row per class and a header (with an id column, rows in id
+        order, when ``class_ids`` is known)."""
         rows = [("class", "instances", "images", "crowd")]
         rows += [(name, str(c["instances"]), str(c["images"]), str(c["crowd"])) for name, c in self.class_counts.items()]
         width = max(len(r[0]) for r in rows)
-        return "\n".join(f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>6}  {r[3]:>5}" for r in rows)
+        lines = [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>6}  {r[3]:>5}" for r in rows]
+        if not self.class_ids:
+            return "\n".join(lines)
+        ids = ["id"] + [str(self.class_ids.get(name, "")) for name in self.class_counts]
+        id_width = max(len(i) for i in ids)
+        return "\n".join(f"{i:>{id_width}}  {line}" for i, line in zip(ids, lines, strict=True))
 
-    def __str__(self) -> str:
+    def format(self, all_findings: bool = False) -> str:
+        """The report as text: a summary line, the findings, a blank line, the table and the notes.
+
+        Args:
+            all_findings: one line per finding (``pedseg check-data --all``). Otherwise findings of one kind
+                (same level, file and message once numbers, paths and quoted values are set aside) make one line:
+                their count, the first three entries, and the first one's message.
+
+        Returns:
+            The text, lines joined with newlines.
+        """
         errors, warnings = self.errors, self.warnings
         lines = [f"{self.source}: {self.images} images, {self.annotations} annotations, "
                  f"{len(errors)} error{'s' * (len(errors) != 1)}, {len(warnings)} warning{'s' * (len(warnings) != 1)}"]
-        lines += [f"error: {f}" for f in errors] + [f"warning: {f}" for f in warnings]
-        return "\n".join([*lines, "", self.table()])
+        for level, found in (("error", errors), ("warning", warnings)):
+            if all_findings:
+                lines += [f"{level}: {f}" for f in found]
+                continue
+            for group in _group(found):
+                first = group[0]
+                if len(group) == 1:
+                    lines.append(f"{level}: {first}")
+                    continue
+                entries = "; ".join(f.entry for f in group[:3])
+                more = f" and {len(group) - 3} more (--all lists every one)" if len(group) > 3 else ""
+                lines.append(f"{level}: {first.file}: {len(group)} x [{entries}{more}]: {first.message}")
+        return "\n".join([*lines, "", self.table(), *(f"note: {note}" for note in self.notes)])
+
+    def __str__(self) -> str:
+        return self.format()
 
 
-def _coco_class_counts(coco: dict) -> dict[str, dict[str, int]]:
-    """Per category (in id order), counted from the JSON; entries with invalid or unknown ids are skipped."""
-    cats = sorted((c["id"], c["name"]) for c in coco["categories"]
-                  if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str))
-    names = dict(cats)
+_VARYING = re.compile(r"'[^']*'|\"[^\"]*\"|\S*[/\\]\S*|\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?")
+
+
+def _group(findings: list[Finding]) -> list[list[Finding]]:
+    """Findings of one kind together (same file and message with numbers, paths and quoted values set aside), the
+    groups in the order of their first finding."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.file, _VARYING.sub("#", f.message)), []).append(f)
+    return list(groups.values())
+
+
+def _coco_class_counts(coco: dict, crowd: str = "auto") -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Per category (in id order), counted from the JSON, and each row's category id; entries with invalid or
+    unknown ids are skipped."""
+    cats = sorted({c["id"]: c["name"] for c in coco["categories"]
+                   if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)}.items())
+    names = dict(zip((c for c, _ in cats), unique_class_names(cats), strict=True))
+    rule = crowd_rule(coco, crowd)
     image_ids = {im["id"] for im in coco["images"] if isinstance(im, dict) and _is_int(im.get("id"))}
     instances, crowd, per_image = Counter(), Counter(), {c: set() for c in names}
     for ann in coco["annotations"]:
@@ -73,20 +131,22 @@ def _coco_class_counts(coco: dict) -> dict[str, dict[str, int]]:
         cat = ann["category_id"]
         if cat not in names or ann["image_id"] not in image_ids:
             continue
-        if ann.get("iscrowd", 0) == 1:
+        if rule.is_crowd(ann):
             crowd[cat] += 1
         else:
             instances[cat] += 1
             per_image[cat].add(ann["image_id"])
-    return {names[c]: {"instances": instances[c], "images": len(per_image[c]), "crowd": crowd[c]} for c in names}
+    counts = {names[c]: {"instances": instances[c], "images": len(per_image[c]), "crowd": crowd[c]} for c in names}
+    return counts, {name: c for c, name in names.items()}
 
 
-def check_coco(annotation_file: str | Path, images_dir: str | Path | None = None) -> DataReport:
+def check_coco(annotation_file: str | Path, images_dir: str | Path | None = None, crowd: str = "auto") -> DataReport:
     """Check a COCO instances file and its images (headers only).
 
     Args:
         annotation_file: the COCO JSON file.
         images_dir: the folder ``file_name`` is relative to; None: the annotation file's folder.
+        crowd: the crowd rule (:func:`~pedseg_lib.data.coco.crowd_rule`), named in the report's notes.
 
     Returns:
         The report; a file that cannot be read as COCO gives one error finding and nothing else.
@@ -95,8 +155,40 @@ def check_coco(annotation_file: str | Path, images_dir: str | Path | None = None
     coco, problem = _json_finding(path)
     if problem is not None:
         return DataReport(str(path), 0, 0, [problem], {})
-    return DataReport(str(path), len(coco["images"]), len(coco["annotations"]), coco_findings(coco, path, images_dir),
-                      _coco_class_counts(coco))
+    counts, ids = _coco_class_counts(coco, crowd)
+    rule = crowd_rule(coco, crowd)
+    notes = [str(rule)] if rule.name != "coco" or any(
+        isinstance(a, dict) and a.get("iscrowd", 0) == 1 for a in coco["annotations"]) else []
+    return DataReport(str(path), len(coco["images"]), len(coco["annotations"]),
+                      coco_findings(coco, path, images_dir, crowd), counts, ids, notes)
+
+
+def check_roboflow(folder: str | Path, files: dict[str, Path], crowd: str = "auto") -> DataReport:
+    """Check every split file of a Roboflow COCO export; one report, counts summed.
+
+    Args:
+        folder: the export folder.
+        files: split name (``train``, ``valid``, ``test``) -> its ``_annotations.coco.json``.
+        crowd: the crowd rule of :func:`check_coco`.
+
+    Returns:
+        The report; its notes say the splits are taken as the run's split.
+    """
+    reports = {name: check_coco(path, None, crowd) for name, path in files.items()}
+    split = ", ".join(f"{name} {r.images} images" for name, r in reports.items())
+    notes = [f"Roboflow export: its splits are the run's split ({split}); `pedseg train --coco {folder}` uses them"]
+    notes += sorted({note for r in reports.values() for note in r.notes})
+    counts: dict[str, dict[str, int]] = {}
+    ids: dict[str, int] = {}
+    for r in reports.values():
+        for name, c in r.class_counts.items():
+            row = counts.setdefault(name, {"instances": 0, "images": 0, "crowd": 0})
+            for key in row:
+                row[key] += c[key]
+        ids.update(r.class_ids)
+    return DataReport(str(folder), sum(r.images for r in reports.values()),
+                      sum(r.annotations for r in reports.values()),
+                      [f for r in reports.values() for f in r.findings], counts, ids, notes)
 
 
 def _read(path: Path, verify: bool) -> tuple[np.ndarray | tuple[int, int] | None, str | None]:
@@ -187,15 +279,31 @@ def _instance_count(mask: np.ndarray) -> int:
     return n
 
 
-def check_data(path: str | Path, images_dir: str | Path | None = None) -> DataReport:
-    """Check a data set: a ``.json`` file with :func:`check_coco`, a folder with :func:`check_pennfudan`.
+def check_data(path: str | Path, images_dir: str | Path | None = None, crowd: str = "auto") -> DataReport:
+    """Check a data set, whatever :func:`~pedseg_lib.data.formats.detect_input` finds it to be: a COCO file (or a
+    folder with one) with :func:`check_coco`, a Roboflow export folder with :func:`check_roboflow`, a Penn-Fudan
+    folder with :func:`check_pennfudan`.
+
+    Args:
+        path: the file or folder.
+        images_dir: the folder COCO file names are relative to (None: the annotation file's folder).
+        crowd: the crowd rule of :func:`check_coco`.
+
+    Returns:
+        The report.
 
     Raises:
-        DatasetError: ``path`` is neither an existing ``.json`` file nor a folder.
+        DatasetError: ``path`` is none of these (a LabelMe or VIA file, say): one line naming what it is and the
+            command that converts it.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".json" and not path.is_dir():
-        return check_coco(path, images_dir)
-    if path.is_dir():
-        return check_pennfudan(path)
-    raise DatasetError(f"{path}: neither a COCO .json file nor a Penn-Fudan folder; check the path")
+    detected = detect_input(path)
+    if detected.kind == "coco" and "train" in detected.files:
+        return check_coco(detected.files["train"], images_dir, crowd)
+    if detected.kind == "coco" or (detected.kind == "missing" and Path(path).suffix.lower() == ".json"):
+        # a .json that is missing or not COCO enough: the reader names what is wrong, as one finding
+        return check_coco(path, images_dir, crowd)
+    if detected.kind == "roboflow":
+        return check_roboflow(detected.path, detected.files, crowd)
+    if detected.kind == "pennfudan":
+        return check_pennfudan(detected.path)
+    raise DatasetError(detected.advice("a COCO file, a Roboflow export or a Penn-Fudan folder"))

@@ -60,3 +60,38 @@ def split_train_val_test(n: int, test_size: int, val_size: int, seed: int = 0) -
         "val": sorted(perm[test_size:test_size + val_size]),
         "test": sorted(perm[:test_size]),
     }
+
+
+def fit_split_sizes(n: int, test_size: int, val_size: int, adjustable: bool) -> tuple[int, int, str | None]:
+    """The test and validation sizes a dataset of ``n`` images gets, and a sentence when they were reduced.
+
+    A preset's sizes (``adjustable``) are meant for Penn-Fudan's 170 images. When they leave less than a fifth of
+    the images for training, each shrinks to a fifth of the images (at least 1; a validation size of 0 stays 0;
+    never more than asked), so that 3 images split 1/1/1 and 10 split 6/2/2. Sizes set by hand are kept.
+
+    Args:
+        n: number of images.
+        test_size: the config's test size.
+        val_size: the config's validation size.
+        adjustable: the sizes are the preset's defaults, not set by hand.
+
+    Returns:
+        ``(test_size, val_size, note)``; ``note`` is None when nothing changed.
+
+    Raises:
+        ConfigError: fewer than 2 images (one to train on, one to test).
+    """
+    from pedseg_lib.errors import ConfigError
+
+    if n < 2:
+        raise ConfigError(f"the dataset has {n} image(s): a run needs at least 2 (one to train on, one to test); "
+                          "annotate more images")
+    if not adjustable or 5 * (n - test_size - val_size) >= n:
+        return test_size, val_size, None
+    fifth = max(1, n // 5)
+    test, val = min(test_size, fifth), min(val_size, fifth)
+    val = min(val, n - test - 1)
+    note = (f"the preset's test_size={test_size} and val_size={val_size} leave too few of the {n} images for "
+            f"training: using test_size={test} and val_size={val} (a fifth of the images each, at least 1); set "
+            "them with --set test_size=N --set val_size=N")
+    return test, val, note
