@@ -37,9 +37,11 @@ def _train_config(args: argparse.Namespace):
     cfg = C.load_config(args.config) if args.config else C.load_preset(args.preset)
     shortcuts = []  # --coco and --images first, so that --set may add e.g. test_annotation_file=... to them
     if getattr(args, "coco", None):
-        shortcuts += ["data_format=coco", f"annotation_file={args.coco}"]
+        shortcuts += _coco_shortcuts(args.coco)
     if getattr(args, "images", None):
         shortcuts.append(f"data_root={args.images}")
+    if getattr(args, "crowd_as_instances", False):
+        shortcuts.append("crowd=instances")
     cfg = C.apply_overrides(cfg, [*shortcuts, *(args.set or [])])
     if args.out:
         cfg = C.apply_overrides(cfg, [f"output_dir={args.out}"])
@@ -48,6 +50,30 @@ def _train_config(args: argparse.Namespace):
 
         cfg = C.apply_overrides(cfg, [f"data_root={dataset_root(None, cfg.preset)}"])
     return cfg
+
+
+def _coco_shortcuts(path: str) -> list[str]:
+    """The config keys of ``pedseg train --coco PATH``: a COCO file, a folder with one, or a Roboflow export
+    (its train/valid/test files are the split; without test/, valid/ is the test set)."""
+    from pedseg_lib.data.formats import detect_input
+
+    detected = detect_input(path)
+    if detected.kind not in ("coco", "roboflow") or (detected.kind == "coco" and "train" not in detected.files):
+        if detected.kind == "coco":  # a .json the COCO reader will name the problem of
+            return ["data_format=coco", f"annotation_file={path}"]
+        raise InputError(detected.advice("a COCO instances file or a Roboflow COCO export"))
+    files = detected.files
+    keys = ["data_format=coco", f"annotation_file={files['train']}"] if "train" in files else []
+    if detected.kind == "roboflow":
+        if "train" not in files:
+            raise InputError(f"{path}: a Roboflow export without train/{'_annotations.coco.json'}; export the "
+                             "dataset again with its train split")
+        test = files.get("test") or files.get("valid")
+        if test is not None:
+            keys.append(f"test_annotation_file={test}")
+        if "test" in files and "valid" in files:
+            keys.append(f"val_annotation_file={files['valid']}")
+    return keys
 
 
 def _print_result(result) -> None:
@@ -60,6 +86,8 @@ def _print_result(result) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)  # config errors first, before torch and the model are loaded
     from pedseg_lib import engine
+
+    print(engine.split_summary(cfg), flush=True)
 
     result = engine.fit(cfg, resume=False, progress=not args.quiet)
     if result.run_dir is not None:
@@ -330,18 +358,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- convert, check-data
 def _cmd_convert(args: argparse.Namespace) -> int:
     from pedseg_lib.data import convert, find_dataset
+    from pedseg_lib.data.formats import detect_input
 
+    detected = detect_input(args.source)
+    expected = {"pennfudan": ("pennfudan",), "labelme": ("labelme",), "via": ("via",), "masks": ("unknown",)}
+    if detected.kind not in expected[args.format] and detected.kind != "missing":
+        raise InputError(f"pedseg convert {args.format}: " + detected.advice(f"what `convert {args.format}` reads"))
+    notes: list[str] = []
     if args.format == "pennfudan":
         coco = convert.pennfudan_to_coco(args.source)
         images = (find_dataset(args.source) or Path(args.source)) / "PNGImages"
     elif args.format == "masks":
         if not args.masks:
             raise InputError("pedseg convert masks IMAGES_DIR needs --masks MASKS_DIR (the instance-id mask PNGs)")
-        coco = convert.masks_to_coco(args.source, args.masks, class_name=args.class_name, mask_suffix=args.mask_suffix)
+        coco = convert.masks_to_coco(args.source, args.masks, class_name=args.class_name, mask_suffix=args.mask_suffix,
+                                     semantic=args.semantic, class_names=_value_names(args.classes))
         images = Path(args.source)
+    elif args.format == "via":
+        coco = convert.via_to_coco(args.source, images_dir=args.images, class_name=args.class_name,
+                                   attribute=args.attribute, notes=notes)
+        images = Path(args.images or Path(args.source).parent)
     else:
-        coco = convert.labelme_to_coco(args.source, images_dir=args.images)
-        images = Path(args.images or args.source)
+        coco = convert.labelme_to_coco(args.source, images_dir=args.images, notes=notes)
+        source = Path(args.source)
+        images = Path(args.images or (source.parent if source.is_file() else source))
+    for note in notes:
+        print(f"pedseg: warning: {note}", file=sys.stderr)
     path = convert.write_coco(coco, args.out, images_dir=images)
     names = ", ".join(c["name"] for c in coco["categories"])
     print(f"wrote {path}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, "
@@ -351,11 +393,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _value_names(text: str | None) -> dict[int, str] | None:
+    """``--classes 127=fire,254=smoke`` as {127: "fire", 254: "smoke"}."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        value, _, name = item.partition("=")
+        if not value.strip().isdigit() or not name.strip():
+            raise InputError(f"--classes {text!r}: {item!r} is not VALUE=NAME; write e.g. --classes 127=fire,254=smoke")
+        out[int(value)] = name.strip()
+    return out
+
+
 def _cmd_check_data(args: argparse.Namespace) -> int:
     from pedseg_lib.data.doctor import check_data
 
-    report = check_data(args.path, images_dir=args.images)
-    print(report)
+    report = check_data(args.path, images_dir=args.images, crowd="instances" if args.crowd_as_instances else "auto")
+    print(report.format(all_findings=args.all))
     return 1 if report.errors else 0
 
 
@@ -387,10 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML file of config keys (may name its own preset:)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one config key; repeatable")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<preset>)")
-    p.add_argument("--coco", metavar="ANNOTATIONS.json",
-                   help="train on a COCO instances file (sets data_format=coco and annotation_file)")
+    p.add_argument("--coco", metavar="ANNOTATIONS.json|ROBOFLOW_DIR",
+                   help="train on a COCO instances file (sets data_format=coco and annotation_file) or a Roboflow "
+                        "COCO export folder (its train/valid/test files are the split)")
     p.add_argument("--images", metavar="DIR",
                    help="folder the COCO file names are relative to (data_root; default: the JSON's folder)")
+    p.add_argument("--crowd-as-instances", action="store_true",
+                   help="train on iscrowd-1 annotations too (masks of a tool that marks every mask iscrowd 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
@@ -448,20 +506,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
-        "convert", help="write COCO instances JSON from Penn-Fudan, mask PNGs or LabelMe files",
+        "convert", help="write COCO instances JSON from Penn-Fudan, mask PNGs, LabelMe or VIA files",
         description="Convert annotations to one COCO instances file (what `pedseg train --coco` and "
                     "`pedseg check-data` read). pennfudan: a Penn-Fudan folder (RLE masks; file names relative "
                     "to its PNGImages/). masks: a folder of images and a folder of instance-id mask PNGs "
-                    "(the k-th object painted with value k, 0 background), matched by name. labelme: a folder "
-                    "of LabelMe .json files (polygon and rectangle shapes). CVAT, Label Studio and Roboflow "
-                    "export COCO instances files directly: no conversion needed.")
-    p.add_argument("format", choices=("pennfudan", "masks", "labelme"), help="what SOURCE holds")
-    p.add_argument("source", metavar="SOURCE", help="the Penn-Fudan folder, the images folder, or the LabelMe folder")
+                    "(the k-th object painted with value k, 0 background), matched by name; class-valued masks "
+                    "need --semantic. labelme: a folder of LabelMe .json files (polygon, rectangle, circle and "
+                    "mask shapes; line, linestrip, point and __ignore__ skipped). via: a VGG Image Annotator JSON "
+                    "file (polygon, rect, circle, ellipse). CVAT, Label Studio and Roboflow export COCO instances "
+                    "files directly: no conversion needed.")
+    p.add_argument("format", choices=("pennfudan", "masks", "labelme", "via"), help="what SOURCE holds")
+    p.add_argument("source", metavar="SOURCE",
+                   help="the Penn-Fudan folder, the images folder, the LabelMe folder (or file), or the VIA file")
     p.add_argument("--out", required=True, metavar="FILE.json", help="the COCO file to write (atomically)")
     p.add_argument("--masks", metavar="DIR", help="masks: the folder of instance-id mask PNGs")
     p.add_argument("--mask-suffix", default="_mask", help="masks: IMAGE_STEM + this + .png names a mask (_mask)")
-    p.add_argument("--class-name", default="object", help="masks: the name of the one class (default: object)")
-    p.add_argument("--images", metavar="DIR", help="labelme: folder of the images (default: beside each .json)")
+    p.add_argument("--class-name", default="object",
+                   help="masks, via: the name of the one class (default: object)")
+    p.add_argument("--semantic", action="store_true",
+                   help="masks: the masks hold class values (e.g. 127 fire, 254 smoke); every connected region of a "
+                        "value is an object")
+    p.add_argument("--classes", metavar="VALUE=NAME,...", help="masks --semantic: class names, e.g. 127=fire,254=smoke")
+    p.add_argument("--attribute", metavar="NAME", help="via: the region attribute that names the class")
+    p.add_argument("--images", metavar="DIR",
+                   help="labelme, via: folder of the images (default: beside each .json)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
@@ -469,8 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a COCO instances file against its images (or a Penn-Fudan folder) and print every "
                     "finding with the file, the entry and what to do, then a per-class count table. Exits 1 "
                     "when there are errors (the data cannot be used as is), 0 with warnings only.")
-    p.add_argument("path", metavar="ANNOTATIONS.json|PENNFUDAN_ROOT", help="a COCO instances file or a Penn-Fudan folder")
+    p.add_argument("path", metavar="ANNOTATIONS.json|ROBOFLOW_DIR|PENNFUDAN_ROOT",
+                   help="a COCO instances file, a Roboflow COCO export folder or a Penn-Fudan folder")
     p.add_argument("--images", metavar="DIR", help="folder the COCO file names are relative to (default: the JSON's)")
+    p.add_argument("--crowd-as-instances", action="store_true",
+                   help="count iscrowd-1 annotations as instances (what `pedseg train --crowd-as-instances` does)")
+    p.add_argument("--all", action="store_true",
+                   help="one line per finding (default: one line per kind, with a count and the first three)")
     p.set_defaults(func=_cmd_check_data)
     return parser
 
@@ -481,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not in the interpreter's last flush
     except PedsegError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"pedseg: error: {message}", file=sys.stderr)
@@ -488,7 +562,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pedseg: interrupted; `pedseg resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pedseg check-data ... | head`: the reader left; stop quietly, as other tools do
+        _silence_stdout()
+        return 141
     return int(code or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

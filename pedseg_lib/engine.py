@@ -290,7 +290,7 @@ def run_dataset(cfg: TrainConfig, transforms: Callable | None = None):
     transforms = transforms or data.build_transforms(False)
     if cfg.data_format == "coco":
         files = [f for f in (cfg.annotation_file, cfg.val_annotation_file, cfg.test_annotation_file) if f]
-        return data.CocoInstancesDataset(cfg.data_root, files, transforms=transforms)
+        return data.CocoInstancesDataset(cfg.data_root, files, transforms=transforms, crowd=cfg.crowd)
     return data.PennFudanDataset(dataset_root(cfg.data_root, cfg.preset), transforms=transforms)
 
 
@@ -302,24 +302,62 @@ def _data_source(cfg: TrainConfig, dataset) -> str | list[str]:
 
 
 def _full_split(cfg: TrainConfig, dataset) -> dict[str, list[int]]:
+    return _split_and_note(cfg, dataset)[0]
+
+
+def _split_and_note(cfg: TrainConfig, dataset) -> tuple[dict[str, list[int]], str | None]:
+    """The split, and a sentence when the preset's test_size/val_size were reduced to fit a small dataset
+    (:func:`pedseg_lib.data.splits.fit_split_sizes`; sizes set by hand are kept)."""
     from pedseg_lib import data
+    from pedseg_lib.config import PRESETS, load_preset
+    from pedseg_lib.data.splits import fit_split_sizes
 
     size = len(dataset)
+    preset = load_preset(cfg.preset) if cfg.preset in PRESETS else None
+    adjustable = preset is not None and (cfg.test_size, cfg.val_size) == (preset.test_size, preset.val_size)
+    source = ", ".join(map(str, _data_source(cfg, dataset))) if cfg.data_format == "coco" else _data_source(cfg, dataset)
     if cfg.data_format == "coco" and cfg.test_annotation_file:  # the files are the split
         ranges = [list(indices) for _, indices in dataset.files]
         train, test = ranges[0], ranges[-1]
         if cfg.val_annotation_file:
-            return {"train": train, "val": ranges[1], "test": test}
-        if not 0 <= cfg.val_size < len(train):
-            raise ConfigError(f"val_size={cfg.val_size} must be smaller than the {len(train)} images of "
+            return {"train": train, "val": ranges[1], "test": test}, None
+        val_size, note = cfg.val_size, None
+        if adjustable and val_size and 5 * (len(train) - val_size) < len(train):
+            val_size = min(val_size, max(1, len(train) // 5)) if len(train) > 1 else 0
+            note = (f"the preset's val_size={cfg.val_size} leaves too few of the {len(train)} images of "
+                    f"{cfg.annotation_file} for training: using val_size={val_size}")
+        if not 0 <= val_size < len(train):
+            raise ConfigError(f"val_size={val_size} must be smaller than the {len(train)} images of "
                               f"{cfg.annotation_file}: lower val_size or give val_annotation_file=...")
-        rest, val = data.split_indices(len(train), cfg.val_size, cfg.split_seed) if cfg.val_size else (
+        rest, val = data.split_indices(len(train), val_size, cfg.split_seed) if val_size else (
             list(range(len(train))), [])
-        return {"train": [train[i] for i in rest], "val": [train[i] for i in val], "test": test}
-    if not 0 < cfg.test_size < size:
-        raise ConfigError(f"test_size={cfg.test_size} must be between 1 and {size - 1}, the number of images of "
-                          f"{_data_source(cfg, dataset)}: set test_size=...")
-    return data.split_train_val_test(size, cfg.test_size, cfg.val_size, cfg.split_seed)
+        return {"train": [train[i] for i in rest], "val": [train[i] for i in val], "test": test}, note
+    test_size, val_size, note = fit_split_sizes(size, cfg.test_size, cfg.val_size, adjustable)
+    if not 0 < test_size < size:
+        raise ConfigError(f"test_size={test_size} must be between 1 and {size - 1}: {source} has {size} images; "
+                          "set test_size=...")
+    return data.split_train_val_test(size, test_size, val_size, cfg.split_seed), note
+
+
+def split_summary(cfg: TrainConfig) -> str:
+    """One line for the command line: how many images the run trains, validates and tests on, and why, when the
+    preset's sizes were reduced to fit a small dataset.
+
+    Args:
+        cfg: the run's config.
+
+    Returns:
+        E.g. ``"split of 3 images: 1 train, 1 validation, 1 test (the preset's test_size=4 ...)"``.
+    """
+    dataset = run_dataset(cfg)
+    split, note = _split_and_note(cfg, dataset)
+    used = _used(cfg, split)
+    train = f"{len(split['train'])} train" + (f" ({len(used['train'])} used: max_train_images)"
+                                             if len(used["train"]) < len(split["train"]) else "")
+    files = cfg.data_format == "coco" and cfg.test_annotation_file
+    line = (f"split of {len(dataset)} images{' (from the files)' if files else ''}: {train}, "
+            f"{len(used['val'])} validation, {len(split['test'])} test")
+    return f"{line}; {note}" if note else line
 
 
 def _used(cfg: TrainConfig, split: dict[str, list[int]]) -> dict[str, list[int]]:
