@@ -30,6 +30,7 @@ from torch.utils.data import Subset
 from pedseg_lib import distributed as dist
 from pedseg_lib._io import atomic_open, atomic_write_json, ensure_writable_dir
 from pedseg_lib.config import TrainConfig, default_output_dir, save_config
+from pedseg_lib.data.sampling import EpochSampler, SeededDataset
 from pedseg_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
 from pedseg_lib.evaluation import coco_evaluate
 from pedseg_lib.inference import predict_dataset
@@ -606,9 +607,11 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     train_set, val_set = _data(cfg, split)
     validated = len(val_set) > 0
 
-    sampler = dist.sampler(train_set, seed=cfg.seed)
-    loader = data.create_loader(train_set, cfg.batch_size, shuffle=True, workers=cfg.workers, seed=cfg.seed,
-                                sampler=sampler)
+    # The order and every image's augmentation depend only on (seed, epoch, image), never on the loader's or
+    # its workers' history: a resumed run sees the same batches as an uninterrupted one, with any workers.
+    sampler = EpochSampler(len(train_set), cfg.seed, order=dist.sampler(train_set, seed=cfg.seed))
+    loader = data.create_loader(SeededDataset(train_set), cfg.batch_size, shuffle=False, workers=cfg.workers,
+                                seed=cfg.seed, sampler=sampler)
     val_loader = (data.create_loader(dist.shard(val_set), cfg.batch_size, shuffle=False, workers=cfg.workers)
                   if validated else None)
 
@@ -646,10 +649,7 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
     stopped_early = bool(history["status"].get("stopped_early"))
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         tic = time.perf_counter()
-        # Re-seed the shuffling per epoch so a resumed run sees the same order as an uninterrupted one.
-        loader.generator.manual_seed(cfg.seed + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)  # this epoch's order and augmentation seeds
         records = train_one_epoch(train_model, optimizer, loader, device, epoch, scheduler, scaler,
                                   cfg.clip_grad_norm, len(history["iterations"]), progress and main, amp=cfg.amp)
         history["iterations"].extend(records)

@@ -145,6 +145,45 @@ def test_resume_gives_the_same_weights_and_history(synthetic_root, tmp_path):
     assert (tmp_path / "split" / "split.json").read_text() == before
 
 
+def _light(build):
+    """A build_model for fast engine tests: the ResNet body frozen, the heads sampling few proposals in training."""
+
+    def patched(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.backbone.body.requires_grad_(False)
+        model.rpn._pre_nms_top_n["training"] = model.rpn._post_nms_top_n["training"] = 64
+        model.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+        return model
+
+    return patched
+
+
+@pytest.mark.slow
+def test_resume_with_loader_workers_gives_the_same_run(synthetic_root, tmp_path, monkeypatch):
+    """workers=2 (persistent worker processes): a run interrupted after epoch 1 and resumed repeats the
+    uninterrupted run exactly: the same data order and augmentation, so the same losses, rates and weights."""
+    import shutil
+
+    import pedseg_lib.model as M
+
+    monkeypatch.setattr(M, "build_model", _light(M.build_model))
+    extra = ("workers=2", "val_size=0", "min_size=64", "max_size=96")
+
+    def interrupt_a_copy(row):  # the run folder as an interruption after epoch 1 leaves it
+        if row["epoch"] == 1:
+            shutil.copytree(tmp_path / "whole", tmp_path / "split", ignore=shutil.ignore_patterns("best.pt"))
+
+    whole = engine.fit(tiny_config(synthetic_root, tmp_path / "whole", *extra), progress=False,
+                       on_epoch_end=interrupt_a_copy)
+    resumed = engine.fit(tiny_config(synthetic_root, tmp_path / "split", *extra), resume=True, progress=False)
+
+    assert [r["iteration"] for r in resumed.history["iterations"]] == [1, 2, 3, 4]
+    assert resumed.history["iterations"] == whole.history["iterations"]
+    a, b = _weights(whole.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    assert [name for name in a if not torch.equal(a[name], b[name])] == []
+
+
 def _nan_at(k, build):
     """A build_model whose k-th training forward (with grad) returns NaN losses."""
     calls = {"n": 0}
