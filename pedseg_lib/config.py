@@ -78,7 +78,9 @@ class TrainConfig:
     scheduler: str = "step"  # "step" (StepLR), "cosine" (to zero at the end) or "constant"
     step_size: int = 3  # StepLR: epochs between decays
     gamma: float = 0.1  # StepLR: decay factor
-    warmup_iters: int | None = None  # linear warm-up length; None = min(1000, iterations per epoch - 1)
+    # linear warm-up length; None = min(1000, iterations per epoch - 1, half the run's iterations):
+    # the official rule (the tutorial's 59 of 120), never most of a short run (engine.default_warmup)
+    warmup_iters: int | None = None
     warmup_factor: float = 0.001  # warm-up starts at lr * warmup_factor
     amp: bool = False  # mixed precision: float16 + GradScaler on CUDA, bfloat16 autocast on the CPU
     clip_grad_norm: float | None = None  # clip the global gradient norm to this (None = no clipping)

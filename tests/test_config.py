@@ -22,7 +22,7 @@ def test_tutorial_preset_is_the_official_recipe():
     assert (cfg.variant, cfg.weights, cfg.batch_size, cfg.optimizer) == ("v1", "coco", 2, "sgd")
     assert (cfg.lr, cfg.momentum, cfg.weight_decay) == (0.005, 0.9, 5e-4)
     assert (cfg.scheduler, cfg.step_size, cfg.gamma, cfg.epochs) == ("step", 3, 0.1, 2)
-    assert cfg.warmup_iters is None and cfg.warmup_factor == 0.001  # None = min(1000, len(loader) - 1)
+    assert cfg.warmup_iters is None and cfg.warmup_factor == 0.001  # None = engine.default_warmup
     assert cfg.hflip == 0.5 and not cfg.amp and cfg.scale_jitter is None
     # It trains on every non-test image and selects nothing: its model is the last epoch.
     assert (cfg.test_size, cfg.val_size, cfg.patience, cfg.max_train_images) == (50, 0, None, None)

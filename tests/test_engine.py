@@ -41,6 +41,24 @@ def test_lr_schedule_warmup_then_schedule():
     assert engine.LRSchedule(load_preset("tutorial"), 2000).warmup_iters == 1000
 
 
+def test_default_warmup_keeps_the_official_rule_and_never_takes_most_of_a_run():
+    """min(1000, iterations per epoch - 1, half the run): the official numbers unchanged, short runs mostly trained."""
+    assert engine.default_warmup(60, 2) == 59  # the tutorial: 120 Penn-Fudan images, batch 2, 2 epochs
+    assert engine.default_warmup(7393, 26) == 1000  # torchvision's COCO recipe: 118,287 images, batch 16, 26 epochs
+    assert engine.default_warmup(20, 1) == 10  # the cpu preset: 40 images, batch 2, 1 epoch (was 19 of 20)
+    assert engine.default_warmup(8, 1) == 4  # chapter 3's cpu arms: 16 images (was 7 of 8)
+    assert engine.default_warmup(1, 1) == 0 and engine.default_warmup(2, 1) == 1 and engine.default_warmup(3, 1) == 1
+    for per_epoch in range(1, 200):
+        for epochs in (1, 2, 3, 26):
+            warmup = engine.default_warmup(per_epoch, epochs)
+            assert 0 <= warmup <= min(per_epoch - 1, 1000) and 2 * warmup <= per_epoch * epochs
+            if epochs >= 2:  # the third bound changes nothing for runs of two epochs or more
+                assert warmup == min(1000, per_epoch - 1)
+    cpu = load_preset("cpu")
+    assert engine.LRSchedule(cpu, 20).warmup_iters == 10
+    assert engine.LRSchedule(apply_overrides(cpu, ["warmup_iters=3"]), 20).warmup_iters == 3  # an explicit value wins
+
+
 def test_score_ranks_nan_and_missing_ap_last():
     good = {"segm_AP": 0.2, "val_loss": 1.0}
     tie_lower_loss = {"segm_AP": 0.2, "val_loss": 0.9}
