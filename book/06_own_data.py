@@ -68,21 +68,72 @@ print(profile.banner())
 # |---|---|---|
 # | a project in [CVAT](https://docs.cvat.ai/) | export the dataset as **COCO 1.0**: a zip with `annotations/instances_<subset>.json` and, if you ask for them, the images | `pedseg train --coco FILE.json --images IMAGES_DIR` |
 # | a project in [Label Studio](https://labelstud.io/) | export as **COCO** (rectangles and polygons only; brush masks are not part of this export) | the same |
-# | a dataset in [Roboflow](https://roboflow.com/) | download it as **COCO JSON**: `train/`, `valid/` and `test/`, each with `_annotations.coco.json` beside its images | one file each: see exercise 3 |
-# | LabelMe `.json` files, one per image | `pedseg convert labelme FOLDER --out F.json` (polygons and rectangles) | `pedseg train --coco F.json` |
+# | a dataset in [Roboflow](https://roboflow.com/) | download it as **COCO JSON**: `train/`, `valid/` and `test/`, each with `_annotations.coco.json` beside its images | `pedseg train --coco EXPORT_DIR`: its three files are the split |
+# | LabelMe `.json` files, one per image | `pedseg convert labelme FOLDER --out F.json` (polygons, rectangles, circles, masks) | `pedseg train --coco F.json` |
+# | a VGG Image Annotator (VIA) file, such as the balloon set's `via_region_data.json` | `pedseg convert via FILE.json --class-name balloon --out F.json` (polygons, rectangles, circles, ellipses) | the same |
 # | instance-id mask PNGs (value k for the k-th object, 0 for the background) | `pedseg convert masks IMAGES --masks MASKS --out F.json` | the same |
+# | class-valued mask PNGs (say 127 for fire, 254 for smoke) | `pedseg convert masks IMAGES --masks MASKS --semantic --classes 127=fire,254=smoke --out F.json` | the same |
 # | Penn-Fudan's layout: `PNGImages/NAME.png` and `PedMasks/NAME_mask.png` | none: read as is | `pedseg train --set data_root=FOLDER` |
 #
-# Some details of these exports matter below. CVAT writes an object drawn with its brush as an RLE mask with
-# `iscrowd` set to 1, unless the label has an `is_crowd` attribute set to false (then it writes polygons), and
-# this library does not train on crowd regions ({term}`iscrowd`). Label Studio numbers its categories from 0, and
-# Roboflow puts a category with id 0, named after the dataset, before the real classes (it is their
-# `supercategory`, and no annotation uses it). torchvision keeps label 0 for the background, but this library maps
-# category ids to labels 1..K whatever their values, so an id 0 trains as a class like any other; the data doctor
-# below warns about it (other code may take ids as labels) and about a category that no annotation uses (the model
-# would get a class it never sees). The Penn-Fudan layout stays the simplest format for
-# one class: an instance-id mask per photo, saved losslessly as PNG (never JPEG, whose compression would invent new
-# instance ids), a photo without objects being an all-zero mask.
+# `pedseg check-data`, `pedseg train --coco` and `pedseg convert` share one input detector
+# ({py:func}`pedseg_lib.data.detect_input`): given a LabelMe file where a COCO file was expected, say, they answer
+# with one line naming what they saw and the exact command to run, here `pedseg convert labelme FOLDER --out ...`.
+#
+# ### What each tool writes, and what pedseg does with it
+#
+# The exports differ in small ways that matter. Each fact below was read in the tool's own source (or, for
+# Roboflow, whose exporter is not public, in its exports):
+#
+# - **Label Studio** (`convert_to_coco` in `label_studio_converter/converter.py`,
+#   [HumanSignal/label-studio-converter](https://github.com/HumanSignal/label-studio-converter), 2024) numbers
+#   the categories from 0 in the order it meets them, writes `iscrowd: 0` on every annotation, a rectangle as
+#   `segmentation: []` with its `bbox`, and exports only rectangles and polygons. `file_name` is the path the
+#   converter saved the image under, joined by the operating system: on Windows `"images\\abc.jpg"`. pedseg reads a
+#   backslash in `file_name` as a folder separator on every system, trains a box without segmentation as a
+#   rectangle mask (one grouped warning), and maps id 0 to a label like any other id.
+# - **CVAT** exports COCO 1.0 through Datumaro's exporter (`_InstancesExporter` in
+#   `datumaro/plugins/coco_format/exporter.py`, [openvinotoolkit/datumaro](https://github.com/openvinotoolkit/datumaro)):
+#   an object that ends up as a mask is written as an uncompressed RLE with `"iscrowd": int(is_crowd)` where
+#   `is_crowd = mask is not None`, so *every* RLE of a CVAT file has `iscrowd` 1 and every polygon 0. A brush or
+#   mask object becomes an RLE unless its label's `is_crowd` attribute is false. Every annotation carries CVAT's
+#   `attributes` (`{"occluded": false, ...}`). In COCO's own files `iscrowd` 1 marks a crowd region, a group of
+#   objects that is neither trained on nor counted by the evaluation ({term}`iscrowd`), so the two meanings clash.
+#   pedseg's rule ({py:func}`pedseg_lib.data.crowd_rule`): in a file whose annotations carry CVAT's `attributes`,
+#   an `iscrowd` 1 RLE is an instance (unless its `is_crowd` attribute is true); in any other file `iscrowd` 1 is a
+#   crowd region, as in COCO. A file that marks its masks `iscrowd` 1 without CVAT's signature is the ambiguous
+#   case: `--crowd-as-instances` (`pedseg train`, `pedseg check-data`; config key `crowd`) trains on them.
+#   `pedseg check-data` ends with a `note: crowd rule ...` line naming the rule it applied and why. CVAT's images
+#   are never beside `annotations/`: pass their folder with `--images`.
+# - **Roboflow**'s COCO JSON download is a folder per split, each with `_annotations.coco.json` beside its images
+#   (the layout [Datumaro documents](https://openvinotoolkit.github.io/datumaro/latest/docs/data-formats/formats/roboflow.html)).
+#   Its files put a category 0 named after the project, with supercategory `"none"`, before the real classes,
+#   and no annotation uses it; some repeat that name as a real class (id 0 and id 1 both `"car"`), and all write
+#   `iscrowd: 0`. pedseg reads the folder as a whole (`pedseg check-data EXPORT_DIR`, `pedseg train --coco
+#   EXPORT_DIR`), takes `train/`, `valid/` and `test/` as the split (without `test/`, `valid/` is the test set),
+#   warns once per file about the unused category 0, and warns about a repeated name, whose classes then appear
+#   as `car (id 0)` and `car (id 1)` in every table, keyed by id.
+# - **LabelMe**'s own converter (`examples/instance_segmentation/labelme2coco.py`,
+#   [wkentaro/labelme](https://github.com/wkentaro/labelme)) leaves the label `__ignore__` out of the categories
+#   and skips every shape whose label is not a category; it turns a `circle` (its centre and a point on it) into a
+#   polygon of `max(int(pi / arccos(1 - 1/r)), 12)` points. pedseg does the same. LabelMe 5's AI tools save a
+#   `mask` shape: a base64 PNG of the mask inside its box, the box's corners inclusive; pedseg pastes it at the
+#   box and stores the object as RLE. `line`, `linestrip` and `point` shapes have no area and cannot be
+#   instances: they are skipped with one warning for the whole folder. When a photo exists only inside its JSON
+#   (`imageData`), the converter writes it where `imagePath` points, so that the COCO file finds it.
+# - **VIA** (the format of the balloon set in the Matterport and Detectron2 Mask R-CNN tutorials) maps each image
+#   to its `regions`, a list in VIA 2 and a dict keyed `"0"`, `"1"`, ... in VIA 1; its shapes are `polygon`
+#   (`all_points_x`, `all_points_y`), `rect`, `circle` and `ellipse`, which become polygons (circles and ellipses
+#   with 32 points). VIA stores no image size, so the converter reads each image's header. Region attributes may
+#   name the class (`--attribute NAME`); the balloon set has none, hence `--class-name balloon`.
+# - **Mask folders** come in two kinds. Instance-id masks number the objects of each photo 1..N. Class-valued
+#   masks give every pixel its class (127 fire, 254 smoke), so all the fires of a photo share one value: read as
+#   ids, six fires would be one object. `pedseg convert masks` refuses masks whose values lie outside 1..N and recur
+#   across masks, or whose only value 1 forms several separate regions in most masks, and points to `--semantic`,
+#   which makes every 8-connected region of a value an object of that value's class.
+#
+# The Penn-Fudan layout stays the simplest format for one class: an instance-id mask per photo, saved losslessly
+# as PNG (never JPEG, whose compression would invent new instance ids), a photo without objects being an all-zero
+# mask.
 #
 # ## What a COCO instances file holds
 #
@@ -282,6 +333,14 @@ except DatasetError as error:  # what training would say: the first error, in on
 # into test, validation and training images by the same seeded split as Penn-Fudan's. `dataclasses.replace`
 # validates the new config ({py:func}`pedseg_lib.config.validate`), and the engine takes the number of classes
 # from the data.
+#
+# A preset's `test_size` and `val_size` are meant for Penn-Fudan's 170 images. When they would leave less than a
+# fifth of your images for training, each shrinks to a fifth of the images, at least 1
+# ({py:func}`pedseg_lib.data.fit_split_sizes`): 3 images split into 1 training, 1 validation and 1 test
+# image, 10 into 6, 2 and 2, and `pedseg train` says so in the line that prints the split
+# (`split of 3 images: 1 train, 1 validation, 1 test; the preset's test_size=4 and val_size=4 leave too few ...`).
+# Sizes you set yourself (`--set test_size=...`) are kept, and a size that does not fit is refused with the
+# number of images. Three images make a run that works, not a model that generalises.
 
 # %%
 cfg = dataclasses.replace(base, data_format="coco", annotation_file=str(annotation_file), data_root=None,
@@ -437,16 +496,18 @@ glue("n_pf_instances", n_instances, display=False)
 #
 # ## Summary
 #
-# - CVAT (**COCO 1.0**), Label Studio (**COCO**) and Roboflow (**COCO JSON**) export COCO instances files, which
-#   the library reads as they are; LabelMe files and instance-id masks convert with `pedseg convert`; a folder
-#   in Penn-Fudan's layout needs nothing.
+# - CVAT (**COCO 1.0**), Label Studio (**COCO**) and Roboflow (**COCO JSON**, a folder of splits) export COCO
+#   instances files, which the library reads as they are (Windows paths, CVAT's `iscrowd` 1 masks, Roboflow's
+#   category 0 included); LabelMe files, VIA files and instance-id or class-valued masks convert with
+#   `pedseg convert`; a folder in Penn-Fudan's layout needs nothing.
 # - A COCO file lists images, categories and annotations; a segmentation is polygons or RLE. pycocotools'
 #   `frPyObjects`, `merge` and `decode` give the mask, the box comes from the mask, and the sorted category ids
 #   become labels 1 to K, with K + 1 classes in the model.
 # - {py:class}`~pedseg_lib.data.CocoInstancesDataset` gives exactly those targets, with Penn-Fudan's item
 #   contract, so the rest of the book works unchanged.
 # - {py:func}`~pedseg_lib.data.check_coco` and `pedseg check-data` list every problem at once, errors before
-#   warnings, with a per-class count table; fix the errors before training.
+#   warnings, one line per kind of finding with its count and first three entries (`--all`: every one), and a
+#   per-class count table keyed by category id; fix the errors before training.
 # - `data_format="coco"` and `annotation_file` (`pedseg train --coco FILE`) train on the file;
 #   `class_table()` reports AP per class, whose mean is COCO's AP; predictions keep the file's category ids.
 # - {py:func}`~pedseg_lib.data.pennfudan_to_coco` converts Penn-Fudan without changing one target.
@@ -537,10 +598,10 @@ glue("n_pf_instances", n_instances, display=False)
 #    ```
 #    The test images are exactly those of `test.json`, whatever `split_seed` says; `test_size` and `val_size` are
 #    not used for the files. Roboflow's download has this shape already, each file beside its images
-#    (`data_root` None); remove its unused category 0 first, or the model gets a class it never sees:
+#    (`data_root` None), and `pedseg train --coco EXPORT_DIR` sets the three keys from its folders; remove its
+#    unused category 0 first, or the model gets a class it never sees:
 #    ```bash
-#    pedseg train --preset cpu --coco train/_annotations.coco.json \
-#        --set val_annotation_file=valid/_annotations.coco.json --set test_annotation_file=test/_annotations.coco.json
+#    pedseg train --preset cpu --coco my-roboflow-export/   # train/, valid/ and test/ are the split
 #    ```
 #    :::
 #

@@ -324,7 +324,7 @@ def _full_split(cfg: TrainConfig, dataset) -> dict[str, list[int]]:
 
 def _split_and_note(cfg: TrainConfig, dataset) -> tuple[dict[str, list[int]], str | None]:
     """The split, and a sentence when the preset's test_size/val_size were reduced to fit a small dataset
-    (:func:`pedseg_lib.data.splits.fit_split_sizes`; sizes set by hand are kept)."""
+    (:func:`pedseg_lib.data.fit_split_sizes`; sizes set by hand are kept)."""
     from pedseg_lib import data
     from pedseg_lib.config import PRESETS, load_preset
     from pedseg_lib.data.splits import fit_split_sizes

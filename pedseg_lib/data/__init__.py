@@ -54,7 +54,7 @@ from pedseg_lib.data.pennfudan import (
     instances_to_target,
     mask_to_target,
 )
-from pedseg_lib.data.splits import split_indices, split_train_val_test
+from pedseg_lib.data.splits import fit_split_sizes, split_indices, split_train_val_test
 from pedseg_lib.data.synthetic import make_synthetic_coco, make_synthetic_pennfudan, synthetic_detections
 from pedseg_lib.data.transforms import BoxesFromMasks, build_transforms, collate_fn, create_loader
 
@@ -64,7 +64,8 @@ __all__ = [
     "check_coco", "check_data", "check_pennfudan", "check_roboflow", "class_valued_masks", "coco_findings",
     "CocoInstancesDataset", "collate_fn", "connected_components", "create_loader", "crowd_rule", "CrowdRule",
     "DataReport", "dataset_statistics", "DetectedInput", "detect_input", "download_pennfudan", "find_dataset",
-    "Finding", "instances_to_target", "labelme_to_coco", "make_synthetic_coco", "make_synthetic_pennfudan", "mask_to_target",
+    "Finding", "fit_split_sizes", "instances_to_target", "labelme_to_coco", "make_synthetic_coco",
+    "make_synthetic_pennfudan", "mask_to_target",
     "masks_to_coco", "pennfudan_to_coco", "PennFudanDataset", "read_annotation", "read_coco_json", "split_indices",
     "split_train_val_test", "synthetic_detections", "verify_manifest", "via_to_coco", "write_coco",
 ]

@@ -150,7 +150,7 @@ def crowd_rule(coco: dict, rule: str = "auto") -> CrowdRule:
         The :class:`CrowdRule` applied.
 
     Raises:
-        DatasetError: ``rule`` is none of :data:`CROWD_RULES`.
+        DatasetError: ``rule`` is not "auto", "coco" or "instances".
     """
     if rule not in CROWD_RULES:
         raise DatasetError(f"crowd rule {rule!r}: use one of {', '.join(CROWD_RULES)}")

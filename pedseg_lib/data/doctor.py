@@ -146,7 +146,7 @@ def check_coco(annotation_file: str | Path, images_dir: str | Path | None = None
     Args:
         annotation_file: the COCO JSON file.
         images_dir: the folder ``file_name`` is relative to; None: the annotation file's folder.
-        crowd: the crowd rule (:func:`~pedseg_lib.data.coco.crowd_rule`), named in the report's notes.
+        crowd: the crowd rule (:func:`~pedseg_lib.data.crowd_rule`), named in the report's notes.
 
     Returns:
         The report; a file that cannot be read as COCO gives one error finding and nothing else.
@@ -280,7 +280,7 @@ def _instance_count(mask: np.ndarray) -> int:
 
 
 def check_data(path: str | Path, images_dir: str | Path | None = None, crowd: str = "auto") -> DataReport:
-    """Check a data set, whatever :func:`~pedseg_lib.data.formats.detect_input` finds it to be: a COCO file (or a
+    """Check a data set, whatever :func:`~pedseg_lib.data.detect_input` finds it to be: a COCO file (or a
     folder with one) with :func:`check_coco`, a Roboflow export folder with :func:`check_roboflow`, a Penn-Fudan
     folder with :func:`check_pennfudan`.
 

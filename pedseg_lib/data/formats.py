@@ -26,7 +26,7 @@ class DetectedInput:
     """What :func:`detect_input` found.
 
     Attributes:
-        kind: one of :data:`KINDS`.
+        kind: ``"coco"``, ``"roboflow"``, ``"labelme"``, ``"via"``, ``"pennfudan"``, ``"unknown"`` or ``"missing"``.
         path: the path given.
         description: a few words naming what was seen, e.g. ``"a LabelMe file (shapes, imagePath)"``.
         files: the COCO files to read: ``{"train": file}`` for a COCO file; Roboflow's splits present
