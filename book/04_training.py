@@ -198,29 +198,81 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 #
 # A freshly replaced box and mask predictor produces large, random gradients. Starting at the full learning rate
 # can throw the pretrained {term}`backbone` off (and, from random weights, can make the losses explode within a few
-# iterations). So the learning rate starts at `lr * warmup_factor` and grows linearly to `lr` over the warm-up,
-# as the official tutorial does over its first epoch (at most 1000 iterations). After that a schedule takes over:
-# `tutorial` divides the rate by 10 every 3 epochs (so never within its 2 epochs), `best` follows a cosine to zero.
-# {py:class}`pedseg_lib.engine.LRSchedule` computes the factor for every iteration; here it is for the real
-# Penn-Fudan training split, whatever profile this page runs in:
+# iterations). So the learning rate starts at `lr * warmup_factor` and grows linearly to `lr` over the warm-up.
+# After that a schedule takes over: `tutorial` divides the rate by 10 every 3 epochs (so never within its 2 epochs),
+# `best` follows a cosine to zero.
+#
+# How long should the warm-up last? The official recipe takes its rule from torchvision's detection references:
+# `min(1000, iterations per epoch - 1)`, in the first epoch only. That rule was written for COCO, and the length of
+# the run decides what it means. The table computes it for torchvision's COCO recipe and for this book's presets on
+# Penn-Fudan:
+
+# %%
+from pedseg_lib.engine import LRSchedule, default_warmup
+
+COCO_TRAIN_IMAGES, COCO_BATCH, COCO_EPOCHS = 118_287, 16, 26  # torchvision's Mask R-CNN recipe on COCO train2017
+
+
+def official_warmup(per_epoch):
+    """The references' rule: min(1000, iterations per epoch - 1), in the first epoch."""
+    return min(1000, per_epoch - 1)
+
+
+recipes = {name: load_preset(name) for name in ("tutorial", "cpu", "best")}
+lengths = {"COCO (torchvision's references)": (math.ceil(COCO_TRAIN_IMAGES / COCO_BATCH), COCO_EPOCHS, None)}
+for name, recipe in recipes.items():
+    lengths[name] = (math.ceil(steps(recipe)[1] / recipe.batch_size), recipe.epochs, recipe)
+warmups = {}
+print(f"{'run':<34} {'iterations':>10} {'official warm-up':>18} {'this book':>16}")
+for name, (per_epoch, epochs, recipe) in lengths.items():
+    total, official = per_epoch * epochs, official_warmup(per_epoch)
+    used = default_warmup(per_epoch, epochs) if recipe is None else LRSchedule(recipe, per_epoch).warmup_iters
+    warmups[name] = (total, official, used)
+    print(f"{name:<34} {total:>10,} {official:>9,} ({official / total:6.1%}) {used:>7,} ({used / total:6.1%})")
+coco_total, coco_official, _ = warmups["COCO (torchvision's references)"]
+glue("coco_warmup", coco_official, display=False)
+glue("coco_warmup_share", 100 * coco_official / coco_total, display=False)
+glue("tutorial_iters", warmups["tutorial"][0], display=False)
+glue("tutorial_warmup", warmups["tutorial"][1], display=False)
+glue("cpu_iters", warmups["cpu"][0], display=False)
+glue("cpu_official_warmup", warmups["cpu"][1], display=False)
+glue("cpu_warmup", warmups["cpu"][2], display=False)
+glue("best_warmup", recipes["best"].warmup_iters, display=False)
+
+# %% [markdown]
+# On COCO the rule's {glue}`coco_warmup` iterations are {glue:text}`coco_warmup_share:.1f`% of the run: a short ramp at
+# the start.
+# On Penn-Fudan the second bound decides instead. The official tutorial warms up for {glue}`tutorial_warmup` of its
+# {glue}`tutorial_iters` iterations, its whole first epoch; a one-epoch run would spend all but its last iteration
+# warming up: {glue}`cpu_official_warmup` of the `cpu` run's {glue}`cpu_iters`, so that it would train almost
+# entirely below its learning rate. What the warm-up guards against, the first large gradients of the new heads,
+# lasts a number of steps, not a share of the run. So this book keeps the official rule and adds one bound
+# ({py:func}`pedseg_lib.engine.default_warmup`): the warm-up never takes more than half of a run, about the share
+# the official tutorial itself spends. That changes nothing for a run of two epochs or more, whose first epoch is
+# at most half of it, so `tutorial` keeps the official {glue}`tutorial_warmup` iterations; it shortens the warm-up of
+# a one-epoch run, so the `cpu` run warms up for {glue}`cpu_warmup` of its {glue}`cpu_iters` iterations and trains
+# the rest at its full rate. `best` sets its own, {glue}`best_warmup` iterations (`warmup_iters`), and
+# `warmup_iters=N` overrides the rule in any recipe.
+#
+# {py:class}`pedseg_lib.engine.LRSchedule` computes the factor for every iteration. Here it is for the run this
+# profile trains below, and for `tutorial` and `best` on the real Penn-Fudan training split:
 
 # %%
 import matplotlib.pyplot as plt
 
-from pedseg_lib.engine import LRSchedule
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-for ax, name in zip(axes, ("tutorial", "best"), strict=True):
-    recipe = load_preset(name)
-    train_images = PENNFUDAN_IMAGES - recipe.test_size - recipe.val_size
-    per_epoch = math.ceil(min(train_images, recipe.max_train_images or train_images) / recipe.batch_size)
+profile_train = min(len(split["train"]), cfg.max_train_images or len(split["train"]))
+panels = {f"this profile's run ({cfg.preset})": (cfg, math.ceil(profile_train / cfg.batch_size))}
+panels.update({name: (recipes[name], lengths[name][0]) for name in ("tutorial", "best")})
+fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.4))
+for ax, (name, (recipe, per_epoch)) in zip(axes, panels.items(), strict=True):
     schedule = LRSchedule(recipe, per_epoch)
     its = range(recipe.epochs * per_epoch)
-    ax.plot(its, [recipe.lr * schedule(i) for i in its])
+    ax.plot(its, [recipe.lr * schedule(i) for i in its], marker="." if len(its) <= 50 else None)
     ax.axvline(schedule.warmup_iters, color="grey", ls="--", lw=1, label="end of warm-up")
-    ax.set(title=f"{name}: {recipe.scheduler} schedule, {recipe.epochs} epochs", xlabel="iteration", ylabel="lr")
+    ax.set(title=f"{name}: {recipe.scheduler}, {recipe.epochs} epoch(s)", xlabel="iteration", ylabel="lr")
     ax.legend()
-    print(f"{name}: {per_epoch} iterations per epoch, warm-up {schedule.warmup_iters} iterations, peak lr {recipe.lr}")
+    print(f"{name}: {per_epoch} iterations per epoch, warm-up {schedule.warmup_iters} of "
+          f"{recipe.epochs * per_epoch} iterations, peak lr {recipe.lr}")
 fig.tight_layout()
 plt.show()
 
@@ -489,8 +541,16 @@ print(f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}, 
 # ## Resuming
 #
 # `fit(cfg, resume=True)` (or `pedseg resume RUN_DIR` on the command line) restores everything from `last.pt`
-# and continues with the next epoch; a resumed run ends with the same weights and history as one that was never
-# interrupted (the test suite checks this). Resuming a finished run does nothing more:
+# and continues with the next epoch. On the CPU a resumed run ends with the same weights and history, to the bit,
+# as one that was never interrupted, with any number of loader workers (the test suite checks this with 0 and 2).
+# That needs more than saving the random-number states: the loader's worker processes make their random flips
+# with generators of their own, and a fresh loader, as a resumed run builds, would draw another order and other
+# flips. So the order of each epoch comes from the run's seed and the epoch, and each image is loaded with a seed
+# made from the seed, the epoch and the image (`EpochSampler` and `SeededDataset` in `pedseg_lib.data.sampling`),
+# whichever worker loads it and whatever it loaded before. On a GPU the same state is restored, but the result is
+# not bit-exact: some CUDA kernels (the backward pass of torchvision's `roi_align` among them) add their terms in
+# an order that varies from run to run, so even two uninterrupted GPU runs drift apart in the last digits.
+# Resuming a finished run does nothing more:
 
 # %%
 again = engine.fit(cfg, resume=True, progress=False)
@@ -578,7 +638,8 @@ print("same history:", again.history["iterations"] == history["iterations"])
 # - Linear warm-up keeps the first steps stable; a step or cosine schedule lowers the rate later.
 # - Batch norm is frozen only in v1 with pretrained weights; `best`'s v2 trains ordinary batch norm.
 # - `fit` validates every epoch (loss and COCO AP), keeps `last.pt` and `best.pt`, writes the history, resumes
-#   exactly and stops early on a plateau; a NaN loss stops the run and names the images of the batch.
+#   exactly (to the bit on the CPU, with any number of loader workers) and stops early on a plateau; a NaN loss
+#   stops the run and names the images of the batch.
 # - The same engine runs from the `pedseg` command and on several GPUs with `torchrun`.
 #
 # ## Exercises
@@ -612,7 +673,7 @@ print("same history:", again.history["iterations"] == history["iterations"])
 #    dataset indices of the batch, and `last.pt` holds no broken weights.
 #    :::
 #
-# 2. **Interrupt and resume.** *Needs: CPU, about 30 minutes in the `cpu` profile (two 3-epoch runs).* Train
+# 2. **Interrupt and resume.** *Needs: CPU, about 30 minutes (two 3-epoch runs of the `cpu` preset, in any profile).* Train
 #    the `cpu` preset with `epochs=3`, stop it after its first epoch, resume it, and compare it with an
 #    uninterrupted run.
 #
@@ -624,17 +685,22 @@ print("same history:", again.history["iterations"] == history["iterations"])
 #    :::{dropdown} Solution
 #    ```python
 #    from pedseg_lib.config import apply_overrides
+#    from pedseg_lib.profiles import get_profile
 #
-#    runs = Path(cfg.output_dir).parent
-#    interrupted = apply_overrides(cfg, ["epochs=3", f"output_dir={runs / 'interrupted'}"])
+#    cpu_cfg = config_for_profile(get_profile("cpu"))  # the cpu preset, on the CPU even where there is a GPU
+#    runs = Path(cpu_cfg.output_dir).parent
+#    interrupted = apply_overrides(cpu_cfg, ["epochs=3", "device=cpu", f"output_dir={runs / 'interrupted'}"])
 #    engine.fit(interrupted, progress=False, on_epoch_end=lambda row: row["epoch"] == 1)
 #    resumed = engine.fit(interrupted, resume=True, progress=False)
-#    straight = engine.fit(apply_overrides(cfg, ["epochs=3", f"output_dir={runs / 'straight'}"]), progress=False)
+#    straight = engine.fit(apply_overrides(interrupted, [f"output_dir={runs / 'straight'}"]), progress=False)
 #    print("same iterations:", resumed.history["iterations"] == straight.history["iterations"])
 #    ```
-#    The iteration records (losses and learning rates) are the same: `last.pt` holds the model, the optimiser,
-#    the schedule and the random-number states, and the data order is re-seeded every epoch. Only the
-#    `seconds` column of the epoch rows differs.
+#    It prints `True`: the iteration records (losses and learning rates) are the same. `last.pt` holds the model,
+#    the optimiser, the schedule and the random-number states, and the data order and every image's flip come
+#    from the seed, the epoch and the image, not from the loader's two worker processes. Only the `seconds`
+#    column of the epoch rows differs. The solution trains on the CPU on purpose: on a GPU, nondeterministic
+#    CUDA kernels make even two uninterrupted runs differ slightly, so the comparison would print `False` there
+#    for a reason that has nothing to do with resuming.
 #    :::
 #
 # 3. **Early stopping.** *Needs: a GPU, about 30 minutes.* Run the `best` preset with `patience=2` and read
