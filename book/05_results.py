@@ -340,8 +340,8 @@ glue("test_mask_ap", float(test_metrics.stats["segm"][0]), display=False)
 # | ARs, ARm, ARl | AR small / medium / large | AR100 per size range |
 #
 # A value of **-1** is not a score: it means *there is nothing to measure*, no annotated pedestrian in that size
-# range. Penn-Fudan's pedestrians are large (chapter 1), so the small range is often empty. This is the answer
-# to a question asked again and again on detection forums: "why is my AP -1?". pycocotools puts a pedestrian
+# range. Penn-Fudan's pedestrians are large (chapter 1), so the small range holds few pedestrians or none. This is
+# the answer to a question asked again and again on detection forums: "why is my AP -1?". pycocotools puts a pedestrian
 # into a size range by the annotation's `area` field, for boxes and masks alike, which is why this library
 # stores the mask's pixel count there (the official tutorial stores the box area). The test split's
 # pedestrians per range, read from the ground truth that `coco_evaluate` built and cached (asking
@@ -351,8 +351,12 @@ glue("test_mask_ap", float(test_metrics.stats["segm"][0]), display=False)
 coco_test_gt = evaluation.build_coco_gt(test_set)
 assert coco_test_gt is test_metrics.evaluators["segm"].cocoGt  # built once, cached
 areas = [ann["area"] for ann in coco_test_gt.dataset["annotations"]]
+per_range = {}
 for label, low, high in (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf"))):
-    print(f"{label:<7} ({low:>5.0f} <= area < {high:>6.0f} px): {sum(low <= a < high for a in areas)} pedestrians")
+    per_range[label] = sum(low <= a < high for a in areas)
+    print(f"{label:<7} ({low:>5.0f} <= area < {high:>6.0f} px): {per_range[label]} pedestrians")
+glue("test_small", per_range["small"], display=False)
+glue("test_pedestrians", len(areas), display=False)
 
 # %% [markdown]
 # ## Precision-recall curves
@@ -597,8 +601,11 @@ glue("older_last_mask", older_last.mask_ap, display=False)
 # :::
 #
 # :::{dropdown} The line "AP small" says -1. Is the model bad at small pedestrians?
-# No: -1 means there is nothing to measure. No annotated pedestrian of the test split has an `area` below 32²
-# pixels, so pycocotools cannot compute a precision there and writes -1 instead of a number.
+# Not necessarily: -1 means there is nothing to measure. Where no annotated pedestrian of the test split has an
+# `area` below 32² pixels, pycocotools cannot compute a precision there and writes -1 instead of a number. In this
+# profile's test split {glue}`test_small` of the {glue}`test_pedestrians` pedestrians are that small (the table of
+# size ranges above); when there are only a few, AP small is measured on those few alone and swings widely with
+# each of them, so it says little about small pedestrians in general.
 # :::
 #
 # :::{dropdown} Why is the precision made monotone before it is read at the 101 recall levels?
