@@ -36,6 +36,7 @@ from pedseg_lib.data import (
 from pedseg_lib.errors import ConfigError, DatasetError
 
 W, H = 48, 32
+ROBOFLOW = "_annotations.coco.json"
 
 
 def _image(path: Path, size=(W, H), value=120) -> Path:
@@ -256,6 +257,8 @@ def test_via_balloon(tmp_path, capsys):
     assert cli.main(["convert", "labelme", str(path), "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "is a VIA annotation file" in err and f"`pedseg convert via {path} --out" in err
+    with pytest.raises(DatasetError, match=r"image b1\.jpg is not in .*; pass the images' folder with --images"):
+        via_to_coco(path, images_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------------- 5. one detector, Roboflow
@@ -298,6 +301,9 @@ def test_roboflow_folder_everywhere(tmp_path, capsys):
     split = engine.run_split(cfg)
     assert {k: len(v) for k, v in split.items()} == {"train": 3, "val": 1, "test": 1}
     assert engine.split_summary(cfg) == "split of 5 images (from the files): 3 train, 1 validation, 1 test"
+    (folder / "test" / "_annotations.coco.json").unlink()  # train/ and valid/ only: valid/ is the test set
+    cfg = cli._train_config(cli.build_parser().parse_args(["train", "--preset", "smoke", "--coco", str(folder)]))
+    assert (cfg.val_annotation_file, cfg.test_annotation_file) == (None, str(folder / "valid" / ROBOFLOW))
 
 
 def test_wrong_input_names_what_it_saw_and_the_command(tmp_path, capsys):

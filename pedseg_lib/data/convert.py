@@ -616,6 +616,9 @@ def via_to_coco(annotation_file: str | Path, images_dir: str | Path | None = Non
     images, annotations, objects, skipped = [], [], [], {}
     for image_id, (entry, regions) in enumerate(zip(entries, regions_of, strict=True), 1):
         file_name = str(entry["filename"]).replace("\\", "/")
+        if not (root / file_name).is_file():
+            raise DatasetError(f"{path}: image {file_name} is not in {root}; pass the images' folder with --images "
+                               "(images_dir), or remove the image from the VIA file")
         height, width = _image_size(root / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for index, region in enumerate(regions):
