@@ -206,6 +206,7 @@ def test_labelme_every_shape(tmp_path):
     assert notes[1].startswith("skipped 1 regions labelled __ignore__") and "wrote 1 image(s)" in notes[2]
     assert (folder / "b.png").is_file()  # written from imageData
     ds = CocoInstancesDataset(None, write_coco(coco, folder / "coco.json"))
+    assert len(labelme_to_coco(folder)["images"]) == 2  # the COCO file written into the folder is passed over
     image, target = ds[1]
     assert int(image[0, 0, 0]) == 7 and target["labels"].tolist() == [1]
     mask = ds.target(0)["masks"][2].numpy()

@@ -326,8 +326,8 @@ def labelme_to_coco(folder: str | Path, images_dir: str | Path | None = None,
         files, folder = [folder], folder.parent
     elif not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder; pass the folder holding the LabelMe .json files")
-    else:
-        files = sorted(folder.glob("*.json"))
+    else:  # a COCO file written into the folder (e.g. by an earlier conversion) is not a LabelMe file
+        files = [p for p in sorted(folder.glob("*.json")) if not _is_coco_file(p)]
     if not files:
         raise DatasetError(f"{folder}: no LabelMe .json files; pass the folder LabelMe saved them in")
     records = [(path, _read_labelme(path)) for path in files]
@@ -371,6 +371,14 @@ def labelme_to_coco(folder: str | Path, images_dir: str | Path | None = None,
                          f"{', '.join(embedded[:3])}{' ...' if len(embedded) > 3 else ''}")
     categories = [{"id": k, "name": label, "supercategory": label} for label, k in category_ids.items()]
     return _coco(images, annotations, categories, f"LabelMe files in {folder}")
+
+
+def _is_coco_file(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and all(k in data for k in ("images", "annotations", "categories"))
 
 
 def _labelme_kept(data: dict[str, Any]) -> list[dict]:
