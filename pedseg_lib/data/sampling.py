@@ -71,8 +71,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return iter([(i, sample_seed(self.seed, epoch, i)) for i in self.indices()])
+        epoch, indices = self.epoch, self.indices()  # fixed now; the seeds are made as the loader asks for them
+        return ((i, sample_seed(self.seed, epoch, i)) for i in indices)
 
     def __len__(self) -> int:
         return len(self.order) if isinstance(self.order, Sized) else self.size
