@@ -541,8 +541,9 @@ print(f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}, 
 # ## Resuming
 #
 # `fit(cfg, resume=True)` (or `pedseg resume RUN_DIR` on the command line) restores everything from `last.pt`
-# and continues with the next epoch. On the CPU a resumed run ends with the same weights and history, to the bit,
-# as one that was never interrupted, with any number of loader workers (the test suite checks this with 0 and 2).
+# and continues with the next epoch. On the CPU a resumed run ends with the same weights and the same losses and
+# learning rates at every iteration, to the bit, as one that was never interrupted, with any number of loader
+# workers (the test suite checks this with 0 and 2; only the time each epoch took differs).
 # That needs more than saving the random-number states: the loader's worker processes make their random flips
 # with generators of their own, and a fresh loader, as a resumed run builds, would draw another order and other
 # flips. So the order of each epoch comes from the run's seed and the epoch, and each image is loaded with a seed
