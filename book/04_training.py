@@ -547,10 +547,11 @@ print(f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}, 
 # That needs more than saving the random-number states: the loader's worker processes make their random flips
 # with generators of their own, and a fresh loader, as a resumed run builds, would draw another order and other
 # flips. So the order of each epoch comes from the run's seed and the epoch, and each image is loaded with a seed
-# made from the seed, the epoch and the image (`EpochSampler` and `SeededDataset` in `pedseg_lib.data.sampling`),
-# whichever worker loads it and whatever it loaded before. On a GPU the same state is restored, but the result is
-# not bit-exact: some CUDA kernels (the backward pass of torchvision's `roi_align` among them) add their terms in
-# an order that varies from run to run, so even two uninterrupted GPU runs drift apart in the last digits.
+# made from the seed, the epoch and the image ({py:class}`pedseg_lib.data.EpochSampler` and
+# {py:class}`pedseg_lib.data.SeededDataset`), whichever worker loads it and whatever it loaded before. On a GPU
+# the same state is restored, but the result is not bit-exact: some CUDA kernels (the backward pass of
+# torchvision's `roi_align` among them) add their terms in an order that varies from run to run, so even two
+# uninterrupted GPU runs drift apart in the last digits.
 # Resuming a finished run does nothing more:
 
 # %%

@@ -7,6 +7,7 @@
 ``download``         download, checksum and unpack Penn-Fudan
 ``synthetic``        a synthetic look-alike, a multi-class COCO set, and synthetic detections, for tests
 ``transforms``       augmentation pipelines and DataLoaders
+``sampling``         a training order and augmentation seeded by (seed, epoch, image): exact resumes, any workers
 ``coco``             COCO instance files: reading, validation findings, :class:`CocoInstancesDataset`
 ``convert``          Penn-Fudan folders, instance- and class-valued mask folders, LabelMe and VIA files to COCO;
                      ``write_coco``
@@ -54,6 +55,7 @@ from pedseg_lib.data.pennfudan import (
     instances_to_target,
     mask_to_target,
 )
+from pedseg_lib.data.sampling import EpochSampler, SeededDataset
 from pedseg_lib.data.splits import fit_split_sizes, split_indices, split_train_val_test
 from pedseg_lib.data.synthetic import make_synthetic_coco, make_synthetic_pennfudan, synthetic_detections
 from pedseg_lib.data.transforms import BoxesFromMasks, build_transforms, collate_fn, create_loader
@@ -63,10 +65,11 @@ __all__ = [
     "build_transforms",
     "check_coco", "check_data", "check_pennfudan", "check_roboflow", "class_valued_masks", "coco_findings",
     "CocoInstancesDataset", "collate_fn", "connected_components", "create_loader", "crowd_rule", "CrowdRule",
-    "DataReport", "dataset_statistics", "DetectedInput", "detect_input", "download_pennfudan", "find_dataset",
+    "DataReport", "dataset_statistics", "DetectedInput", "detect_input", "download_pennfudan", "EpochSampler", "find_dataset",
     "Finding", "fit_split_sizes", "instances_to_target", "labelme_to_coco", "make_synthetic_coco",
     "make_synthetic_pennfudan", "mask_to_target",
-    "masks_to_coco", "pennfudan_to_coco", "PennFudanDataset", "read_annotation", "read_coco_json", "split_indices",
+    "masks_to_coco", "pennfudan_to_coco", "PennFudanDataset", "read_annotation", "read_coco_json", "SeededDataset",
+    "split_indices",
     "split_train_val_test", "synthetic_detections", "verify_manifest", "via_to_coco", "write_coco",
 ]
 

@@ -41,7 +41,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` pairs: a permutation seeded by ``(seed, epoch)``; call :meth:`set_epoch`.
+    """Yields ``(index, sample_seed)`` pairs: a permutation seeded by ``(seed, epoch)``; call ``set_epoch`` first.
 
     Args:
         size: number of items in the dataset.
@@ -94,8 +94,9 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 class SeededDataset(Dataset):
-    """Wraps a dataset for :class:`EpochSampler`: item ``(index, seed)`` is ``dataset[index]`` loaded under
-    :func:`seeded` ``(seed)``, so its random augmentation depends on that seed alone."""
+    """Wraps a dataset for :class:`EpochSampler`: item ``(index, seed)`` is ``dataset[index]`` loaded with python's,
+    NumPy's and torch's generators seeded by ``seed`` (``pedseg_lib.data.sampling.seeded``), so its random
+    augmentation depends on that seed alone."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
