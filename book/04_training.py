@@ -240,19 +240,18 @@ glue("cpu_warmup", warmups["cpu"][2], display=False)
 glue("best_warmup", recipes["best"].warmup_iters, display=False)
 
 # %% [markdown]
-# On COCO the rule's {glue}`coco_warmup` iterations are {glue:text}`coco_warmup_share:.1f`% of the run: a short ramp at
-# the start.
-# On Penn-Fudan the second bound decides instead. The official tutorial warms up for {glue}`tutorial_warmup` of its
-# {glue}`tutorial_iters` iterations, its whole first epoch; a one-epoch run would spend all but its last iteration
-# warming up: {glue}`cpu_official_warmup` of the `cpu` run's {glue}`cpu_iters`, so that it would train almost
-# entirely below its learning rate. What the warm-up guards against, the first large gradients of the new heads,
-# lasts a number of steps, not a share of the run. So this book keeps the official rule and adds one bound
-# ({py:func}`pedseg_lib.engine.default_warmup`): the warm-up never takes more than half of a run, about the share
-# the official tutorial itself spends. That changes nothing for a run of two epochs or more, whose first epoch is
-# at most half of it, so `tutorial` keeps the official {glue}`tutorial_warmup` iterations; it shortens the warm-up of
-# a one-epoch run, so the `cpu` run warms up for {glue}`cpu_warmup` of its {glue}`cpu_iters` iterations and trains
-# the rest at its full rate. `best` sets its own, {glue}`best_warmup` iterations (`warmup_iters`), and
-# `warmup_iters=N` overrides the rule in any recipe.
+# On COCO the rule's {glue}`coco_warmup` iterations are {glue:text}`coco_warmup_share:.1f`% of the run: a short ramp
+# at the start. On Penn-Fudan the other bound, one epoch, decides instead. The official tutorial warms up for
+# {glue}`tutorial_warmup` of its {glue}`tutorial_iters` iterations, its whole first epoch; a one-epoch run would
+# spend all but its last iteration warming up: {glue}`cpu_official_warmup` of the `cpu` run's {glue}`cpu_iters`, so
+# that it would train almost entirely below its learning rate. What the warm-up guards against, the first large
+# gradients of the new heads, lasts a number of steps, not a share of the run. So this book keeps the official rule
+# and adds one bound ({py:func}`pedseg_lib.engine.default_warmup`): the warm-up never takes more than half of a run,
+# about the share the official tutorial itself spends. That changes nothing for a run of two epochs or more, whose
+# first epoch is at most half of it, so `tutorial` keeps the official {glue}`tutorial_warmup` iterations; it
+# shortens the warm-up of a one-epoch run, so the `cpu` run warms up for {glue}`cpu_warmup` of its {glue}`cpu_iters`
+# iterations and trains the rest at its full rate. `best` sets its own, {glue}`best_warmup` iterations
+# (`warmup_iters`), and `warmup_iters=N` overrides the rule in any recipe.
 #
 # {py:class}`pedseg_lib.engine.LRSchedule` computes the factor for every iteration. Here it is for the run this
 # profile trains below, and for `tutorial` and `best` on the real Penn-Fudan training split:
