@@ -29,8 +29,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 BUILD_TIMEOUT_S = 1500
 
-# One xdist worker builds the book once (a module fixture) and runs every page's test on it.
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(BUILD_TIMEOUT_S + 300), pytest.mark.xdist_group("book")]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(BUILD_TIMEOUT_S + 300)]
 
 
 def _toc_pages() -> list[str]:

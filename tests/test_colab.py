@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 RECORDS = ROOT / "_build" / "colab" / "records.json"
 
-# One xdist worker runs them all: the chapters take turns installing pedseg into the one Colab-like environment.
-pytestmark = [pytest.mark.colab, pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("colab")]
+pytestmark = [pytest.mark.colab, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
