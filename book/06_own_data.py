@@ -478,8 +478,9 @@ glue("n_pf_instances", n_instances, display=False)
 # :::{dropdown} An object is annotated with `iscrowd` 1. Is it trained on, and does it count in the evaluation?
 # It is not trained on: the target holds only the `iscrowd` 0 objects. In the evaluation, pycocotools ignores a
 # detection that falls on a crowd region (it counts neither as right nor as wrong), and measures its overlap as
-# the share of the detection inside the region. CVAT's brush masks come out as crowd regions unless the label
-# has an `is_crowd` attribute set to false, so check the crowd column of the doctor's table.
+# the share of the detection inside the region. A CVAT export is the exception: CVAT writes `iscrowd` 1 on every
+# brush or mask object, so in a file with CVAT's `attributes` pedseg trains on them as instances (unless their
+# `is_crowd` attribute is true). `pedseg check-data` says which rule it applied; its crowd column counts the rest.
 # :::
 #
 # :::{dropdown} Why keep images without any object in the training data?
