@@ -93,17 +93,25 @@ def colab_cell(rel: Release) -> str:
     pip's output is captured: the reader sees nothing when the install works, and one line saying what to do when
     it does not (before the first release, or without network), never pip's own error output.
     """
-    return f'''# Runs only in Google Colab: installs the companion library at the release this book pins, pedseg {rel.version}.
+    return f'''# Runs only in Google Colab: installs the companion library at the release
+# this book pins, pedseg {rel.version}.
 import os
 import sys
 
 if "google.colab" in sys.modules:
     from IPython import get_ipython
 
-    pip_log = get_ipython().getoutput(f"{{sys.executable}} -m pip install -q pedseg=={rel.version} 2>&1 && echo {INSTALLED_MARK}")
+    pip_log = get_ipython().getoutput(
+        f"{{sys.executable}} -m pip install -q pedseg=={rel.version}"
+        " 2>&1 && echo {INSTALLED_MARK}"
+    )
     if pip_log[-1:] != ["{INSTALLED_MARK}"]:
-        print(f"pip could not install pedseg=={rel.version} ({{pip_log[-1] if pip_log else 'no output'}}): run "
-              "%pip install 'pedseg @ git+{rel.repository}@{BRANCH}' in a new cell, then the cells below.")
+        reason = pip_log[-1] if pip_log else "no output"
+        print(
+            f"pip could not install pedseg=={rel.version} ({{reason}}): run "
+            "%pip install 'pedseg @ git+{rel.repository}@{BRANCH}'"
+            " in a new cell, then the cells below."
+        )
     import torch
 
     if torch.cuda.is_available():

@@ -35,17 +35,25 @@
 # | tutorial | a few minutes on a Colab T4 GPU (estimate) |
 
 # %% tags=["colab"]
-# Runs only in Google Colab: installs the companion library at the release this book pins, pedseg 0.1.0.
+# Runs only in Google Colab: installs the companion library at the release
+# this book pins, pedseg 0.1.0.
 import os
 import sys
 
 if "google.colab" in sys.modules:
     from IPython import get_ipython
 
-    pip_log = get_ipython().getoutput(f"{sys.executable} -m pip install -q pedseg==0.1.0 2>&1 && echo pedseg-installed")
+    pip_log = get_ipython().getoutput(
+        f"{sys.executable} -m pip install -q pedseg==0.1.0"
+        " 2>&1 && echo pedseg-installed"
+    )
     if pip_log[-1:] != ["pedseg-installed"]:
-        print(f"pip could not install pedseg==0.1.0 ({pip_log[-1] if pip_log else 'no output'}): run "
-              "%pip install 'pedseg @ git+https://github.com/pedseg/pedseg@main' in a new cell, then the cells below.")
+        reason = pip_log[-1] if pip_log else "no output"
+        print(
+            f"pip could not install pedseg==0.1.0 ({reason}): run "
+            "%pip install 'pedseg @ git+https://github.com/pedseg/pedseg@main'"
+            " in a new cell, then the cells below."
+        )
     import torch
 
     if torch.cuda.is_available():
