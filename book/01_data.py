@@ -80,10 +80,13 @@ from pedseg_lib.data import find_dataset
 
 root = find_dataset(profile.ensure_data())
 synthetic = (root / ".pedseg-synthetic").exists()
-print("dataset folder:", root, "(SYNTHETIC)" if synthetic else "(real Penn-Fudan)")
+kind = "SYNTHETIC" if synthetic else "real Penn-Fudan"
+print(f"dataset folder ({kind}):", root)
 for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
     files = sorted(sub.iterdir()) if sub.is_dir() else []
-    print(f"{sub.name + ('/' if sub.is_dir() else ''):22s}", f"{len(files)} files, e.g. {files[0].name}" if files else "")
+    name = sub.name + ("/" if sub.is_dir() else "")
+    example = f"{len(files)} files, e.g. {files[0].name}" if files else ""
+    print(f"{name:22s}", example)
 
 # %% [markdown]
 # ## One PNG, many pedestrians
@@ -98,10 +101,13 @@ import torch
 from torchvision.io import read_image
 
 names = sorted(p.name for p in (root / "PNGImages").glob("*.png"))
-raw = read_image(str(root / "PedMasks" / names[0].replace(".png", "_mask.png")))[0]
+mask_path = root / "PedMasks" / names[0].replace(".png", "_mask.png")
+raw = read_image(str(mask_path))[0]
 values = [v for v in raw.unique().tolist() if v != 0]
-print(f"{names[0]}: mask {tuple(raw.shape)}, {raw.dtype}, values {raw.unique().tolist()} -> {len(values)} binary masks")
-fig, axes = plt.subplots(1, 1 + len(values), figsize=(3 * (1 + len(values)), 3))
+print(f"{names[0]}: mask {tuple(raw.shape)}, {raw.dtype}")
+print(f"values {raw.unique().tolist()} -> {len(values)} binary masks")
+ncols = 1 + len(values)
+fig, axes = plt.subplots(1, ncols, figsize=(3 * ncols, 3))
 axes[0].imshow(raw, cmap="viridis")
 axes[0].set_title("raw mask PNG")
 for ax, value in zip(axes[1:], values, strict=True):
@@ -136,26 +142,34 @@ from torchvision.ops import masks_to_boxes
 class PennFudan(torch.utils.data.Dataset):
     def __init__(self, root):
         self.root = Path(root)
-        self.names = sorted(p.name for p in (self.root / "PNGImages").glob("*.png"))
+        pngs = (self.root / "PNGImages").glob("*.png")
+        self.names = sorted(p.name for p in pngs)
 
     def __len__(self):
         return len(self.names)
 
     def __getitem__(self, idx):
         name = self.names[idx]
-        image = read_image(str(self.root / "PNGImages" / name), ImageReadMode.RGB)
-        mask = read_image(str(self.root / "PedMasks" / name.replace(".png", "_mask.png")))[0]
+        image_path = self.root / "PNGImages" / name
+        mask_path = self.root / "PedMasks" / name.replace(".png", "_mask.png")
+        image = read_image(str(image_path), ImageReadMode.RGB)
+        mask = read_image(str(mask_path))[0]
         ids = mask.unique()
         ids = ids[ids != 0]  # 0 is background
-        masks = (mask == ids[:, None, None]).to(torch.uint8)  # [N, H, W], one per pedestrian
+        # [N, H, W]: one binary mask per pedestrian
+        masks = (mask == ids[:, None, None]).to(torch.uint8)
         boxes = masks_to_boxes(masks)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # drop zero-width/height slivers
+        # drop zero-width or zero-height slivers
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         masks, boxes = masks[keep], boxes[keep]
         n = len(boxes)
         target = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=image.shape[-2:]),
+            "boxes": tv_tensors.BoundingBoxes(
+                boxes, format="XYXY", canvas_size=image.shape[-2:]
+            ),
             "masks": tv_tensors.Mask(masks),
-            "labels": torch.ones(n, dtype=torch.int64),  # one class: pedestrian (0 is background)
+            # one class, pedestrian (label 0 is the background)
+            "labels": torch.ones(n, dtype=torch.int64),
             "image_id": idx,
             "area": masks.flatten(1).sum(1).float(),  # mask pixels (see below)
             "iscrowd": torch.zeros(n, dtype=torch.int64),
@@ -165,9 +179,11 @@ class PennFudan(torch.utils.data.Dataset):
 
 page_dataset = PennFudan(root)
 image, target = page_dataset[0]
-print(f"{len(page_dataset)} images; item 0: image {tuple(image.shape)} {image.dtype}")
+print(f"{len(page_dataset)} images")
+print(f"item 0: image {tuple(image.shape)} {image.dtype}")
 for key, value in target.items():
-    print(f"  {key:8s}", tuple(value.shape) if isinstance(value, torch.Tensor) else value)
+    shown = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+    print(f"  {key:8s}", shown)
 
 # %% [markdown]
 # {py:class}`pedseg_lib.data.PennFudanDataset` must give the same targets for every image of the data this
@@ -178,7 +194,6 @@ for key, value in target.items():
 
 # %%
 from pedseg_lib.data import PennFudanDataset
-from pedseg_lib.notebook import glue
 
 dataset = PennFudanDataset(root)
 assert page_dataset.names == dataset.images
@@ -187,11 +202,19 @@ for i in range(len(dataset)):
     assert ours["image_id"] == theirs["image_id"]
     assert ours["boxes"].canvas_size == theirs["boxes"].canvas_size
     for key in ("boxes", "masks", "labels", "area", "iscrowd"):
-        mine, lib = ours[key].as_subclass(torch.Tensor), theirs[key].as_subclass(torch.Tensor)
-        assert mine.dtype == lib.dtype and torch.equal(mine, lib), (dataset.images[i], key)
+        mine = ours[key].as_subclass(torch.Tensor)
+        lib = theirs[key].as_subclass(torch.Tensor)
+        same = mine.dtype == lib.dtype and torch.equal(mine, lib)
+        assert same, (dataset.images[i], key)
 assert torch.equal(page_dataset[0][0], dataset[0][0])  # and the same photo
+print("the page's Dataset and PennFudanDataset agree on all",
+      f"{len(dataset)} images")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+from pedseg_lib.notebook import glue
+
 glue("n_checked", len(dataset), display=False)
-print(f"the page's Dataset and PennFudanDataset agree on all {len(dataset)} images")
 
 # %% [markdown]
 # They agree on all {glue}`n_checked` images. What the library adds is what a dataset class needs once other
@@ -211,9 +234,13 @@ print(f"the page's Dataset and PennFudanDataset agree on all {len(dataset)} imag
 from pedseg_lib.visualize import draw_instances, show_grid
 
 samples = [dataset[i] for i in range(min(4, len(dataset)))]
-fig = show_grid([draw_instances(img, tgt) for img, tgt in samples],
-                [f"{dataset.image_path(i).name}: {len(t['boxes'])} people" for i, (_, t) in enumerate(samples)],
-                ncols=4, size=3)
+titles = [
+    f"{dataset.image_path(i).name}: {len(t['boxes'])} people"
+    for i, (_, t) in enumerate(samples)
+]
+fig = show_grid(
+    [draw_instances(img, tgt) for img, tgt in samples], titles, ncols=4, size=3
+)
 plt.show()
 
 # %% [markdown]
@@ -225,12 +252,16 @@ plt.show()
 from pedseg_lib.data import dataset_statistics, read_annotation
 
 stats = dataset_statistics(dataset)
-annotated = sum(len(read_annotation(p).objects) for p in sorted((root / "Annotation").glob("*.txt")))
-print(f"images: {stats['images']}, instances in masks: {stats['instances']}, boxes in annotations: {annotated}, "
-      f"images without pedestrians: {stats['negatives']}")
-print("image sizes (w x h), most common:", stats["image_sizes"].most_common(3))
+annotation_files = sorted((root / "Annotation").glob("*.txt"))
+annotated = sum(len(read_annotation(p).objects) for p in annotation_files)
+print(f"images: {stats['images']}, instances in masks: {stats['instances']},",
+      f"boxes in annotations: {annotated}")
+print(f"images without pedestrians: {stats['negatives']}")
+print("image sizes (w x h), most common:")
+print(" ", stats["image_sizes"].most_common(3))
 fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-axes[0].hist(stats["instances_per_image"], bins=range(0, max(stats["instances_per_image"]) + 2))
+per_image = stats["instances_per_image"]
+axes[0].hist(per_image, bins=range(0, max(per_image) + 2))
 axes[0].set_title("instances per image")
 axes[1].hist(stats["box_heights"], bins=20)
 axes[1].set_title("box height (px)")
@@ -247,13 +278,18 @@ plt.show()
 added = root / "added-object-list.txt"
 added_rows = []
 if added.exists():  # Penn-Fudan has it; the synthetic look-alike does not
-    added_rows = [ln for ln in added.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = added.read_text(errors="replace").splitlines()
+    added_rows = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+print(f"instances in masks: {stats['instances']}")
+print(f"newly labelled ({added.name}): {len(added_rows)}")
+print(f"difference: {stats['instances'] - len(added_rows)}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_images", stats["images"], display=False)
 glue("n_instances", stats["instances"], display=False)
 glue("n_added", len(added_rows), display=False)
 glue("n_original", stats["instances"] - len(added_rows), display=False)
-print(f"instances in masks: {stats['instances']}; newly labelled ({added.name}): {len(added_rows)}; "
-      f"difference: {stats['instances'] - len(added_rows)}")
 
 # %% [markdown]
 # Here the masks hold {glue}`n_instances` pedestrians in {glue}`n_images` images, the list names {glue}`n_added`
@@ -267,11 +303,15 @@ print(f"instances in masks: {stats['instances']}; newly labelled ({added.name}):
 # the natural size is the mask's, which for a walking person is much smaller than its box.
 
 # %%
-box_area = torch.tensor([(w * h) for w, h in zip(stats["box_widths"], stats["box_heights"], strict=True)])
+widths, heights = stats["box_widths"], stats["box_heights"]
+box_area = torch.tensor([w * h for w, h in zip(widths, heights, strict=True)])
 mask_area = torch.tensor(stats["areas"])
 area_ratio = float((mask_area / box_area).median())
-glue("area_ratio", area_ratio, display=False)
 print(f"median mask area / box area: {area_ratio:.2f}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("area_ratio", area_ratio, display=False)
 
 # %% [markdown]
 # A pedestrian's mask covers a median {glue:text}`area_ratio:.0%` of its box here, so the box area would put
@@ -288,13 +328,19 @@ print(f"median mask area / box area: {area_ratio:.2f}")
 from pedseg_lib.config import load_preset
 from pedseg_lib.data import split_indices
 
-test_size = min(load_preset(profile.name).test_size, len(dataset) // 3)  # the profile's test size
+# the profile's test size
+test_size = min(load_preset(profile.name).test_size, len(dataset) // 3)
 train_idx, test_idx = split_indices(len(dataset), test_size=test_size, seed=0)
+print(f"train: {len(train_idx)}, test: {len(test_idx)}")
+print(f"first test indices: {test_idx[:8]}")
+again = split_indices(len(dataset), test_size=test_size, seed=0)
+assert (train_idx, test_idx) == again
+print("same split again: True")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_train", len(train_idx), display=False)
 glue("n_test", len(test_idx), display=False)
-print(f"train: {len(train_idx)}, test: {len(test_idx)}, first test indices: {test_idx[:8]}")
-assert (train_idx, test_idx) == split_indices(len(dataset), test_size=test_size, seed=0)
-print("same split again: True")
 
 # %% [markdown]
 # The profile's split keeps {glue}`n_test` test images apart from {glue}`n_train` training images, and gives
@@ -329,12 +375,21 @@ print("flip pipeline:  ", flip)
 print("colour pipeline:", colour)
 flipped_image, flipped = flip(image, target)
 coloured_image, coloured = colour(image, target)
-assert torch.equal(flipped["masks"], target["masks"].flip(-1))  # the masks moved with the pixels
-assert torch.equal(flipped["boxes"], masks_to_boxes(flipped["masks"]))  # and the boxes with the masks
-assert torch.equal(coloured["boxes"], target["boxes"])  # colour leaves the geometry alone
-fig = show_grid([draw_instances(image, target), draw_instances(flipped_image, flipped),
-                 draw_instances(coloured_image, coloured)],
-                ["original", "hflip=1.0", "photometric=True"], ncols=3, size=4)
+# the masks moved with the pixels, and the boxes with the masks
+assert torch.equal(flipped["masks"], target["masks"].flip(-1))
+assert torch.equal(flipped["boxes"], masks_to_boxes(flipped["masks"]))
+# colour leaves the geometry alone
+assert torch.equal(coloured["boxes"], target["boxes"])
+fig = show_grid(
+    [
+        draw_instances(image, target),
+        draw_instances(flipped_image, flipped),
+        draw_instances(coloured_image, coloured),
+    ],
+    ["original", "hflip=1.0", "photometric=True"],
+    ncols=3,
+    size=4,
+)
 plt.show()
 
 # %% [markdown]
