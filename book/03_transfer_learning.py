@@ -83,20 +83,33 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 
 from pedseg_lib.config import config_for_profile
 
-preset = config_for_profile(profile)  # the profile's recipe: its weights and input size
-weights = profile.weights("coco")  # "coco", or None (random) in smoke, which downloads nothing
-num_classes, mask_hidden = 2, 256  # background + pedestrian; the tutorial's hidden mask channels
+# the profile's recipe: its weights and input size
+preset = config_for_profile(profile)
+# "coco", or None (random) in smoke, which downloads nothing
+weights = profile.weights("coco")
+# background + pedestrian; the tutorial's hidden mask channels
+num_classes, mask_hidden = 2, 256
 
 torch.manual_seed(0)
-# weights_backbone=None: without COCO weights, torchvision would otherwise fetch an ImageNet backbone.
-model = maskrcnn_resnet50_fpn(weights={"coco": "COCO_V1", None: None}[weights], weights_backbone=None,
-                              min_size=preset.min_size, max_size=preset.max_size)
-coco_box, coco_mask = model.roi_heads.box_predictor, model.roi_heads.mask_predictor
+# weights_backbone=None: without COCO weights, torchvision would otherwise
+# fetch an ImageNet backbone.
+model = maskrcnn_resnet50_fpn(
+    weights={"coco": "COCO_V1", None: None}[weights],
+    weights_backbone=None,
+    min_size=preset.min_size,
+    max_size=preset.max_size,
+)
+coco_box = model.roi_heads.box_predictor
+coco_mask = model.roi_heads.mask_predictor
 
-in_features = model.roi_heads.box_predictor.cls_score.in_features  # 1024: the box head's output
+# 1024: the box head's output
+in_features = model.roi_heads.box_predictor.cls_score.in_features
 model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
-in_channels = model.roi_heads.mask_predictor.conv5_mask.in_channels  # 256: the mask head's output
-model.roi_heads.mask_predictor = MaskRCNNPredictor(in_channels, mask_hidden, num_classes)
+# 256: the mask head's output
+in_channels = model.roi_heads.mask_predictor.conv5_mask.in_channels
+model.roi_heads.mask_predictor = MaskRCNNPredictor(
+    in_channels, mask_hidden, num_classes
+)
 
 print("COCO box predictor:", coco_box)
 print("ours:              ", model.roi_heads.box_predictor)
@@ -116,16 +129,21 @@ print("ours:               ", model.roi_heads.mask_predictor)
 from pedseg_lib import model as M
 
 torch.manual_seed(0)
-ours = M.build_model(num_classes=num_classes, variant="v1", weights=weights, min_size=preset.min_size,
-                     max_size=preset.max_size, mask_hidden=mask_hidden)
+ours = M.build_model(
+    num_classes=num_classes, variant="v1", weights=weights,
+    min_size=preset.min_size, max_size=preset.max_size, mask_hidden=mask_hidden,
+)
 
-layout = [(name, p.shape, p.requires_grad) for name, p in model.named_parameters()]
-assert layout == [(name, p.shape, p.requires_grad) for name, p in ours.named_parameters()]
+params, ours_params = model.named_parameters(), ours.named_parameters()
+layout = [(name, p.shape, p.requires_grad) for name, p in params]
+assert layout == [(name, p.shape, p.requires_grad) for name, p in ours_params]
 page_state, library_state = model.state_dict(), ours.state_dict()
 assert list(page_state) == list(library_state)
-assert all(torch.equal(page_state[key], library_state[key]) for key in page_state)
-print(f"same architecture and values: {len(layout)} parameter tensors, {len(page_state)} state-dict entries, "
-      f"{sum(trainable for _, _, trainable in layout)} trainable")
+assert all(torch.equal(page_state[k], library_state[k]) for k in page_state)
+n_trainable = sum(trainable for _, _, trainable in layout)
+print("same architecture and values:")
+print(f"  {len(layout)} parameter tensors ({n_trainable} trainable)")
+print(f"  {len(page_state)} state-dict entries")
 
 # %% [markdown]
 # What the library adds to those lines:
@@ -152,17 +170,22 @@ print(f"same architecture and values: {len(layout)} parameter tensors, {len(page
 # profile this page runs: {py:func}`pedseg_lib.model.build_untrained` gives its architecture without a download.
 
 # %%
+recipe = M.build_untrained(num_classes=num_classes, weights="coco",
+                           min_size=preset.min_size, max_size=preset.max_size)
+desc = M.describe_model(recipe)
+heads = ("box predictor", "mask predictor")
+new = sum(r.parameters for r in desc.rows if r.part in heads)
+share = 100 * new / desc.total
+print(f"new parameters: {new:,} of {desc.total:,} ({share:.2f}%)")
+desc
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 from pedseg_lib.notebook import glue
 
-recipe = M.build_untrained(num_classes=num_classes, weights="coco", min_size=preset.min_size,
-                           max_size=preset.max_size)
-desc = M.describe_model(recipe)
-new = sum(r.parameters for r in desc.rows if r.part in ("box predictor", "mask predictor"))
-print(f"new parameters: {new:,} of {desc.total:,} ({100 * new / desc.total:.2f}%)")
 glue("new_params", f"{new:,}", display=False)
 glue("total_params", f"{desc.total / 1e6:.1f}", display=False)
 glue("new_percent", 100 * new / desc.total, display=False)
-desc
 
 # %% [markdown]
 # Only {glue:text}`new_percent:.2f` % of the model's {glue}`total_params` million parameters are new
@@ -171,8 +194,9 @@ desc
 
 # %%
 rows = []
-for part, coco_part, new_part in [("box predictor", coco_box, recipe.roi_heads.box_predictor),
-                                  ("mask predictor", coco_mask, recipe.roi_heads.mask_predictor)]:
+predictors = [("box predictor", coco_box, recipe.roi_heads.box_predictor),
+              ("mask predictor", coco_mask, recipe.roi_heads.mask_predictor)]
+for part, coco_part, new_part in predictors:
     coco_layers = dict(coco_part.named_children())
     for layer, module in new_part.named_children():
         count = sum(p.numel() for p in module.parameters())
@@ -180,13 +204,19 @@ for part, coco_part, new_part in [("box predictor", coco_box, recipe.roi_heads.b
             continue  # the ReLU between the mask predictor's two layers
         coco_count = sum(p.numel() for p in coco_layers[layer].parameters())
         rows.append((part, layer, module, count, coco_count))
-print(f"{'predictor':<15} {'layer':<16} {'module':<48} {'ours':>9} {'COCO (91)':>10}")
+print(f"{'predictor':<14} {'layer':<15} {'weight shape':<16} "
+      f"{'ours':>9} {'COCO (91)':>9}")
 for part, layer, module, count, coco_count in rows:
-    print(f"{part:<15} {layer:<16} {str(module):<48} {count:>9,} {coco_count:>10,}")
-per_class = {layer: count for _, layer, _, count, coco_count in rows if count != coco_count}
-fixed = {layer: count for _, layer, _, count, coco_count in rows if count == coco_count}
+    shape = str(tuple(module.weight.shape))
+    print(f"{part:<14} {layer:<15} {shape:<16} {count:>9,} {coco_count:>9,}")
+per_class, fixed = {}, {}
+for _, layer, _, count, coco_count in rows:
+    (fixed if count == coco_count else per_class)[layer] = count
 print("depends on the number of classes:", ", ".join(per_class))
 print("does not:", ", ".join(fixed))
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("conv5_params", f"{fixed['conv5_mask']:,}", display=False)
 glue("conv5_share", 100 * fixed["conv5_mask"] / new, display=False)
 glue("class_params", f"{sum(per_class.values()):,}", display=False)
@@ -204,11 +234,14 @@ import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(9, 3.2))
 names = [r.part for r in desc.rows]
-ax.barh(names, [r.parameters for r in desc.rows], color="#999999", label="frozen")
-ax.barh(names, [r.trainable for r in desc.rows], color="#0072B2", label="trainable")
+ax.barh(names, [r.parameters for r in desc.rows], color="#999999",
+        label="frozen")
+ax.barh(names, [r.trainable for r in desc.rows], color="#0072B2",
+        label="trainable")
 for i, r in enumerate(desc.rows):
     ax.text(r.parameters, i, f" {r.source}", va="center", fontsize=8)
-ax.set(xscale="symlog", xlabel="parameters (log scale)", title="build_model(weights='coco'): parameters per part")
+ax.set(xscale="symlog", xlabel="parameters (log scale)",
+       title="build_model(weights='coco'): parameters per part")
 ax.invert_yaxis()
 ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
@@ -239,26 +272,39 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 
 def norm_kinds(module):
-    return Counter(type(m).__name__ for m in module.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)))
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    return Counter(
+        type(m).__name__ for m in module.modules() if isinstance(m, norms)
+    )
 
 
-print(f"{'variant':7s} {'weights':8s} {'layers':>6s} {'trainable backbone params':>26s} "
-      f"{'FrozenBatchNorm2d':>18s} {'BatchNorm2d':>12s} {'BatchNorm2d (whole model)':>26s}")
+print(f"{'':22s} {'backbone: trainable params, norm layers':^42s}",
+      f"  {'whole model':>11s}")
+print(f"{'variant':7s} {'weights':7s} {'layers':>6s} {'trainable':>10s}  "
+      f"{'FrozenBatchNorm2d':>17s}  {'BatchNorm2d':>11s}",
+      f"  {'BatchNorm2d':>11s}")
 trainable_by_layers = {}
-for variant, start, layers in [("v1", "coco", n) for n in range(6)] + [("v1", None, 3), ("v2", "coco", 3)]:
-    built = M.build_untrained(variant=variant, weights=start, trainable_backbone_layers=layers, min_size=320)
+cases = [("v1", "coco", n) for n in range(6)]
+cases += [("v1", None, 3), ("v2", "coco", 3)]
+for variant, start, layers in cases:
+    built = M.build_untrained(variant=variant, weights=start,
+                              trainable_backbone_layers=layers, min_size=320)
     body = built.backbone.body
     kinds = norm_kinds(body)
     trainable = sum(p.numel() for p in body.parameters() if p.requires_grad)
     if (variant, start) == ("v1", "coco"):
         trainable_by_layers[layers] = trainable
-    print(f"{variant:7s} {str(start):8s} {layers:6d} {trainable:26,d} {kinds['FrozenBatchNorm2d']:18d} "
-          f"{kinds['BatchNorm2d']:12d} {norm_kinds(built)['BatchNorm2d']:26d}")
+    frozen_bn, bn = kinds["FrozenBatchNorm2d"], kinds["BatchNorm2d"]
+    model_bn = norm_kinds(built)["BatchNorm2d"]
+    print(f"{variant:7s} {str(start):7s} {layers:6d} {trainable:10,d}  "
+          f"{frozen_bn:17d}  {bn:11d}   {model_bn:11d}")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.bar([str(k) for k in trainable_by_layers], [v / 1e6 for v in trainable_by_layers.values()], color="#0072B2")
-ax.set(xlabel="trainable_backbone_layers", ylabel="trainable backbone parameters (M)",
+millions = [v / 1e6 for v in trainable_by_layers.values()]
+ax.bar([str(k) for k in trainable_by_layers], millions, color="#0072B2")
+ax.set(xlabel="trainable_backbone_layers",
+       ylabel="trainable backbone parameters (M)",
        title="Unfreezing ResNet-50 stages from the last one")
 fig.tight_layout()
 plt.show()
@@ -289,56 +335,77 @@ from pathlib import Path
 from pedseg_lib import engine
 from pedseg_lib.config import apply_overrides
 
-# The profile's budget for the three runs. On a CPU each arm sees 16 training images at 320 px, so that the
-# three runs together take a few minutes on 2 cores (the scratch arm trains every layer and is the slowest).
-# Every budget names val_size, so the arms are scored on validation images even where the preset keeps none
-# (tutorial); they come out of the non-test images, and the test split is the profile's.
+# The profile's budget for the three runs. On a CPU each arm sees 16 training
+# images at 320 px, so that the three runs together take a few minutes on 2
+# cores (the scratch arm trains every layer and is the slowest). Every budget
+# names val_size, so the arms are scored on validation images even where the
+# preset keeps none (tutorial); they come out of the non-test images, and the
+# test split is the profile's.
 budgets = {
-    "smoke": ["epochs=1", "max_train_images=8", "val_size=4", "max_val_images=4", "min_size=160", "max_size=256"],
-    "cpu": ["epochs=1", "max_train_images=16", "val_size=20", "max_val_images=10", "min_size=320", "max_size=544"],
-    "tutorial": ["val_size=20"],  # the official recipe (2 epochs) on the other non-test images
-    "best": ["epochs=3", "val_size=20"],  # 3 of the preset's epochs, its own 20 validation images
+    "smoke": ["epochs=1", "max_train_images=8", "val_size=4",
+              "max_val_images=4", "min_size=160", "max_size=256"],
+    "cpu": ["epochs=1", "max_train_images=16", "val_size=20",
+            "max_val_images=10", "min_size=320", "max_size=544"],
+    # the official recipe (2 epochs) on the other non-test images
+    "tutorial": ["val_size=20"],
+    # 3 of the preset's epochs, its own 20 validation images
+    "best": ["epochs=3", "val_size=20"],
 }
 base = apply_overrides(preset, budgets[profile.name])
 arms = {}
-for label, wanted in [("COCO", "coco"), ("ImageNet backbone", "imagenet"), ("scratch", None)]:
-    actual = profile.weights(wanted)  # the profile decides: in smoke every arm is random
-    name = label if actual == wanted else f"{label} -> random in this profile"
+origins = {"COCO": "coco", "ImageNet backbone": "imagenet", "scratch": None}
+for label, wanted in origins.items():
+    # the profile decides: in smoke every arm is random
+    actual = profile.weights(wanted)
+    name = label if actual == wanted else f"{label} -> random"
     out = Path(base.output_dir).parent / f"transfer_{wanted or 'scratch'}"
     arms[name] = dataclasses.replace(base, weights=actual, output_dir=str(out))
 arm_split = engine.run_split(base)
-arm_train = min(len(arm_split["train"]), base.max_train_images or len(arm_split["train"]))
-arm_val = min(len(arm_split["val"]), base.max_val_images or len(arm_split["val"]))
-assert arm_split["test"] == engine.run_split(preset)["test"]  # the arms never see the profile's test images
-print("budget:", base.epochs, "epoch(s) |", arm_train, "train images |", arm_val, "validation images |",
-      f"min_size {base.min_size}")
+n_train, n_val = len(arm_split["train"]), len(arm_split["val"])
+arm_train = min(n_train, base.max_train_images or n_train)
+arm_val = min(n_val, base.max_val_images or n_val)
+# the arms never see the profile's test images
+assert arm_split["test"] == engine.run_split(preset)["test"]
+print("budget:", base.epochs, "epoch(s) |", arm_train, "train images |",
+      arm_val, "validation images |", f"min_size {base.min_size}")
+print("run folders in", Path(base.output_dir).parent)
+for name, cfg in arms.items():
+    folder = Path(cfg.output_dir).name
+    print(f"{name:27s} weights={cfg.weights!s:9s} -> {folder}")
+starts = {cfg.weights for cfg in arms.values()}
+print(f"{len(starts)} distinct starting point(s) among the three arms:",
+      sorted(map(str, starts)))
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("arm_val_size", base.val_size, display=False)
 glue("arm_val_images", arm_val, display=False)
-for name, cfg in arms.items():
-    print(f"{name:35s} weights={cfg.weights!s:9s} -> {cfg.output_dir}")
-starts = {cfg.weights for cfg in arms.values()}
-print(f"{len(starts)} distinct starting point(s) among the three arms: {sorted(map(str, starts))}")
 
 # %%
 from pedseg_lib import engine
 from pedseg_lib.errors import NonFiniteLossError
 
 histories, done = {}, {}
+print(f"{'arm':27s} {'train loss':>10s} {'val loss':>8s} {'mask AP':>7s}",
+      f"{'box AP':>6s} {'seconds':>7s}")
 for name, cfg in arms.items():
-    # Arms whose configurations are identical (in smoke: all random) are trained once and shared.
+    # Arms whose configurations are identical (in smoke: all random) are
+    # trained once and shared.
     key = repr({k: v for k, v in cfg.to_dict().items() if k != "output_dir"})
     if key in done:
-        print(f"{name}: same configuration as {done[key][0]!r}, so the same run")
+        print(f"{name}: same configuration, same run as {done[key][0]!r}")
     else:
         try:
             done[key] = (name, engine.fit(cfg, progress=False).history)
-        except NonFiniteLossError as error:  # random heads at the fine-tuning learning rate can diverge
-            print(f"{name:35s} DIVERGED: {error}")
+        except NonFiniteLossError as error:
+            # random heads at the fine-tuning learning rate can diverge
+            print(f"{name:27s} DIVERGED: {error}")
             continue
     histories[name] = done[key][1]
     last = histories[name]["epochs"][-1]
-    print(f"{name:35s} train loss {last['train_loss']:.3f} | val loss {last['val_loss']:.3f} | "
-          f"mask AP {last['segm_AP']:.3f} | box AP {last['bbox_AP']:.3f} | {last['seconds']:.0f} s")
+    print(f"{name:27s} {last['train_loss']:10.3f} {last['val_loss']:8.3f}",
+          f"{last['segm_AP']:7.3f} {last['bbox_AP']:6.3f}",
+          f"{last['seconds']:7.0f}")
 
 # %% [markdown]
 # The curves side by side: training loss per iteration (left) and validation mask {term}`AP` per epoch (right).
