@@ -1,7 +1,7 @@
 """Sphinx extension of the pedseg book: make the build know the run profile (``PEDSEG_PROFILE``).
 
 Registered in ``_config.yml`` under ``sphinx: local_extensions`` (and listed in ``sphinx.config.extensions``,
-which replaces jupyter-book's list). It does two things.
+which replaces jupyter-book's list). It does three things.
 
 1. On ``config-inited`` it resolves the profile once (:func:`pedseg_lib.profiles.get_profile`) and
 
@@ -22,10 +22,16 @@ which replaces jupyter-book's list). It does two things.
    under ``-W --keep-going``, and nothing is written to ``_build/html`` for that run. The offending
    notebook's jupyter-cache record is removed first, so the next build executes it again rather than
    serving outputs of the wrong profile from the cache. Plain markdown pages are not checked.
+
+3. It renders notebooks that were executed elsewhere. A chapter executed where myst-nb is absent (Colab, CI's
+   Colab-like check) stores its glued values as myst-nb does, plus a plain ``glued name = value`` line for its
+   reader, marked in its metadata (:data:`pedseg_lib.notebook.ECHO`). On ``source-read`` those lines are dropped,
+   so such a notebook renders, with execution off, as the book build would have rendered it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -164,11 +170,25 @@ def _check_profiles(app: Sphinx, env: BuildEnvironment) -> None:
         )
 
 
+def _drop_glue_echoes(app: Sphinx, docname: str, source: list[str]) -> None:
+    """``source-read``: remove the plain glue lines a notebook executed without myst-nb shows its reader."""
+    from pedseg_lib.notebook import ECHO
+
+    if ECHO not in source[0] or not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    notebook = json.loads(source[0])
+    for cell in notebook.get("cells", []):
+        if "outputs" in cell:
+            cell["outputs"] = [out for out in cell["outputs"] if ECHO not in out.get("metadata", {})]
+    source[0] = json.dumps(notebook, ensure_ascii=False)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     # The resolved profile: "env" makes Sphinx re-read every document when it differs from the last build's.
     app.add_config_value(CONFIG_PROFILE, "", "env", str)
     # After myst-nb's own config-inited handlers; nb_execution_cache_path is read later, on builder-inited.
     app.connect("config-inited", _resolve_profile, priority=800)
+    app.connect("source-read", _drop_glue_echoes)
     app.connect("doctree-read", _record_banners)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)

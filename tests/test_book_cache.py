@@ -179,3 +179,33 @@ def test_a_chapter_run_in_another_profile_fails_the_build_and_writes_no_page(tmp
     again = book.build("smoke")
     assert again.returncode != 0 and "forced ran in profile cpu" in _log(again)
     assert sorted(book.executions()) == ["forced", "forced", "silent", "silent"]
+
+
+def test_the_plain_glue_lines_of_a_notebook_run_in_colab_are_dropped_before_rendering(tmp_path: Path):
+    """_ext/pedseg_book.py's source-read handler: only outputs marked as glue echoes go; notebooks only."""
+    import importlib.util
+    import json
+    import types
+
+    from pedseg_lib.notebook import ECHO, glue_output
+
+    spec = importlib.util.spec_from_file_location("pedseg_book_under_test", ROOT / "_ext" / "pedseg_book.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    record, meta = glue_output("ap", 0.5, display=False)
+    outputs = [nbformat.v4.new_output("display_data", data=record, metadata=meta),
+               nbformat.v4.new_output("display_data", data={"text/plain": "glued ap = 0.5"}, metadata={ECHO: "ap"}),
+               nbformat.v4.new_output("stream", text=f"a line that names {ECHO}\n")]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("glue('ap', 0.5, display=False)",
+                                                                         outputs=outputs)])
+    text = nbformat.writes(notebook)
+    for page, suffix in (("chapter", ".ipynb"), ("notes", ".md")):
+        app = types.SimpleNamespace(env=types.SimpleNamespace(doc2path=lambda name, s=suffix: tmp_path / (name + s)))
+        source = [text]
+        ext._drop_glue_echoes(app, page, source)
+        if suffix == ".md":
+            assert source == [text], "a markdown page is left alone"
+            continue
+        kept = json.loads(source[0])["cells"][0]["outputs"]
+        assert [o["output_type"] for o in kept] == ["display_data", "stream"]
+        assert kept[0]["metadata"] == meta and kept[0]["data"] == record
