@@ -48,3 +48,30 @@ def ci_colab():
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def colab_setup(ci_colab, tmp_path_factory):
+    """The Colab-like environment and the freshly built wheel (nothing of pedseg installed yet)."""
+    return ci_colab.prepare(tmp_path_factory.mktemp("colab"))
+
+
+COLAB_RECORDS = PROJECT_ROOT / "_build" / "colab" / "records.json"
+
+
+@pytest.fixture(scope="session")
+def colab_chapters(ci_colab, colab_setup) -> dict[str, dict]:
+    """Every chapter executed once, Colab-like, in the smoke profile: ``{name: record}`` (.ci/colab.py's records).
+
+    Each record's ``folder`` holds the executed notebook. tests/test_colab.py checks the runs; tests/test_book.py
+    renders the book from these executed notebooks, so no chapter is executed twice in one session. The records
+    (per-chapter seconds) are also written to _build/colab/records.json as they come.
+    """
+    import json
+
+    COLAB_RECORDS.parent.mkdir(parents=True, exist_ok=True)
+    records = {}
+    for name in ci_colab.chapters():
+        records[name] = ci_colab.run_chapter(colab_setup, name, profile="smoke")
+        COLAB_RECORDS.write_text(json.dumps(list(records.values()), indent=1) + "\n")
+    return records

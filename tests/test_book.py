@@ -1,5 +1,8 @@
 """Build the book and look at it in a real browser (headless Chromium driven by Playwright).
 
+The pages are rendered from the chapters as the Colab-like check executed them (smoke profile, synthetic data,
+no myst-nb in the kernel): what a reader's own run would show, and proof that those notebooks render as a book.
+
 Needs /usr/bin/chromium (`bash .ci/setup --browser` installs Debian's package) and the `playwright` Python package
 (the `dev` extra; its own browser download is never used). Screenshots land in _build/screenshots/ for people to look at.
 """
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
 import shutil
 import subprocess
@@ -22,14 +24,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-BUILD_TIMEOUT_S = 1500
+BUILD_TIMEOUT_S = 600  # rendering only: the chapters were executed by the Colab-like check
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(BUILD_TIMEOUT_S + 300)]
+# The first test of the module may wait for every chapter's Colab-like execution (conftest.py's colab_chapters).
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200 + BUILD_TIMEOUT_S)]
 
 
 def _toc_pages() -> list[str]:
@@ -48,26 +50,48 @@ def _is_chapter(page: str) -> bool:
 PAGES = _toc_pages()
 
 
+# What the book is rendered from: the pages' sources, with each chapter replaced by its executed copy.
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "_ext", "book")
+
+
+def _rendering_copy(folder: Path, executed: dict[str, Path]) -> Path:
+    """A copy of the book's sources in ``folder`` whose chapters are the executed notebooks, execution off."""
+    for name in BOOK_SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+        else:
+            shutil.copy2(source, folder / name)
+    for name, notebook in executed.items():
+        shutil.copy2(notebook, folder / "book" / f"{name}.ipynb")
+    config = yaml.safe_load((folder / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (folder / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
 @pytest.fixture(scope="module")
-def built_book() -> Path:
+def built_book(colab_chapters, tmp_path_factory) -> Path:
+    """The book built strictly (-W -n) from the chapters as the Colab-like check executed them (smoke profile).
+
+    Every chapter is executed once per session (conftest.py's ``colab_chapters``, checked by test_colab.py);
+    the book is rendered from those notebooks with execution off, as from any executed notebook. Executing in
+    the book build itself (myst-nb, its per-profile cache, the profile check) is tested in test_book_cache.py.
+    """
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (run `bash .ci/setup --browser` as root)")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
-    env = dict(os.environ)
-    env.setdefault("PEDSEG_PROFILE", "smoke")
-    # Figures reach the page only through the notebook's inline backend; MPLBACKEND=Agg would silently drop them.
-    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    failed = sorted(name for name, record in colab_chapters.items() if record["error"] is not None)
+    assert not failed, f"chapters {failed} did not execute (see tests/test_colab.py): the book is not built"
+    executed = {name: Path(record["folder"]) / f"{name}.ipynb" for name, record in colab_chapters.items()}
+    folder = _rendering_copy(tmp_path_factory.mktemp("book"), executed)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
-    # --all re-reads every page so warnings of unchanged pages are reported again; executions stay cached.
-    proc = subprocess.run([jb, "build", ".", "-W", "-n", "--keep-going", "--all"], cwd=ROOT, env=env,
+    proc = subprocess.run([jb, "build", ".", "-W", "-n", "--keep-going", "--all"], cwd=folder,
                           capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     log = _strip_ansi(proc.stdout + proc.stderr).splitlines()
     warnings = [line for line in log if ("WARNING" in line or "ERROR" in line) and "IPKernelApp" not in line]
-    # A chapter that failed to execute leaves its traceback in a report file: show its end.
-    reports = [Path(m) for m in re.findall(r"traceback saved in: (\S+)", "\n".join(log)) if Path(m).is_file()]
-    tracebacks = [f"--- {r}\n" + "\n".join(_strip_ansi(r.read_text()).splitlines()[-6:]) for r in reports]
-    assert proc.returncode == 0, "jupyter-book build failed:\n" + "\n".join((warnings or log[-40:]) + tracebacks)
-    return HTML
+    assert proc.returncode == 0, "jupyter-book build failed:\n" + "\n".join(warnings or log[-40:])
+    return folder / "_build" / "html"
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +193,9 @@ def _check_chapter(page: str, tab) -> None:
     assert launch.first.evaluate("a => a.href") == expected, f"{page}: Colab launch button does not open {expected}"
     badge = tab.locator(f'article a[href="{expected}"] img')
     assert badge.count() == 1, f"{page}: no Open-in-Colab badge linking to {expected}"
+    # The plain glue lines a chapter run without myst-nb shows its reader are not part of the page.
+    echoes = [t for t in tab.locator(".cell_output").all_inner_texts() if re.search(r"^glued \S+ = ", t, re.M)]
+    assert not echoes, f"{page}: the Colab reader's plain glue lines reached the page: {echoes[:3]}"
     # Every chapter draws figures; none on the page means they were lost (e.g. executed under MPLBACKEND=Agg).
     assert tab.locator(".cell_output img").count() >= 1, f"{page}: no figure in any cell output"
 
