@@ -551,6 +551,11 @@ def _multiscale(model: nn.Module, cfg: TrainConfig) -> None:
         model.transform.min_size = (*sizes, cfg.min_size)
 
 
+def _roi_sampling(model: nn.Module, cfg: TrainConfig) -> None:
+    """How many RoIs per image the box and mask heads' training losses sample (torchvision's sampler)."""
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = cfg.box_batch_size_per_image
+
+
 def _write_history(run_dir: Path, history: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "history.json", history)
     for name, rows in (("iterations", history["iterations"]), ("epochs", history["epochs"])):
@@ -637,6 +642,7 @@ def _fit(cfg, resume, progress, on_epoch_end, data, M) -> FitResult:
                           trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
     M.set_classes(model, dataset.class_names, dataset.category_ids)
     _multiscale(model, cfg)
+    _roi_sampling(model, cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(cfg, len(loader)))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")

@@ -68,6 +68,24 @@ def test_score_ranks_nan_and_missing_ap_last():
     assert engine._score({"segm_AP": 0.0, "val_loss": float("nan")}) < engine._score({"segm_AP": 0.0, "val_loss": 9})
 
 
+def test_box_batch_size_per_image_is_what_torchvision_s_sampler_draws(synthetic_root):
+    """engine._roi_sampling sets torchvision's own sampler: its training samples per image, nothing else."""
+    from pedseg_lib.model import build_model
+
+    image, target = data.PennFudanDataset(synthetic_root, transforms=data.build_transforms(False))[0]
+    torch.manual_seed(0)
+    corners = torch.rand(300, 2, 2) * torch.tensor([image.shape[-1], image.shape[-2]])
+    proposals = [torch.cat([corners.min(1).values, corners.max(1).values + 1], dim=1)]
+    drawn = {}
+    model = build_model(weights=None, min_size=128, max_size=160)
+    for size in (512, 16):
+        engine._roi_sampling(model, apply_overrides(load_preset("smoke"), [f"box_batch_size_per_image={size}"]))
+        _, _, labels, _ = model.roi_heads.select_training_samples([p.clone() for p in proposals], [target])
+        drawn[size] = len(labels[0])
+        assert model.roi_heads.detections_per_img == 100  # inference keeps torchvision's default
+    assert drawn[16] == 16 and drawn[512] == 300 + len(target["boxes"])  # 512 > proposals + ground truth: all
+
+
 @pytest.mark.slow
 def test_overfits_a_few_images_and_every_head_learns(synthetic_root):
     from pedseg_lib.model import build_model
@@ -77,6 +95,7 @@ def test_overfits_a_few_images_and_every_head_learns(synthetic_root):
     loader = data.create_loader(images, batch_size=2, shuffle=False)
     model = build_model(weights=None, min_size=128, max_size=160)
     cfg = apply_overrides(load_preset("smoke"), ["warmup_iters=10", "epochs=1"])
+    engine._roi_sampling(model, cfg)  # the smoke preset's 128 RoIs per image, as its runs train
     optimizer = engine.build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.LRSchedule(cfg, len(loader)))
     records = engine.train_one_epoch(model, optimizer, loader, "cpu", 1, scheduler, clip_grad_norm=5.0)
@@ -99,12 +118,13 @@ def test_amp_on_the_cpu_trains_under_bfloat16_autocast(synthetic_root):
     """amp=True on a CPU: the forward pass runs in bfloat16 (no GradScaler), the losses stay finite."""
     from pedseg_lib.model import build_model
 
-    dataset = Subset(data.PennFudanDataset(synthetic_root, transforms=data.build_transforms(False)), [0, 1])
-    loader = data.create_loader(dataset, batch_size=2, shuffle=False)
+    # One small image: bfloat16 convolutions are slow on most CPUs, and one step shows the dtype and the losses.
+    dataset = Subset(data.PennFudanDataset(synthetic_root, transforms=data.build_transforms(False)), [0])
+    loader = data.create_loader(dataset, batch_size=1, shuffle=False)
     seen = []
     for amp in (False, True):
         torch.manual_seed(0)
-        model = build_model(weights=None, min_size=128, max_size=160)
+        model = build_model(weights=None, min_size=96, max_size=128)
         handle = model.backbone.body.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         records = engine.train_one_epoch(model, optimizer, loader, "cpu", 1, amp=amp)
