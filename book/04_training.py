@@ -77,10 +77,12 @@ print(profile.banner())
 from pedseg_lib.config import PRESETS, config_for_profile, load_preset
 
 presets = {name: load_preset(name).to_dict() for name in PRESETS}
-differing = [key for key in presets["tutorial"] if len({str(p[key]) for p in presets.values()}) > 1]
+differing = [key for key in presets["tutorial"]
+             if len({str(p[key]) for p in presets.values()}) > 1]
 print(f"{'key':<20}" + "".join(f"{name:>14}" for name in PRESETS))
 for key in differing:
-    print(f"{key:<20}" + "".join(f"{str(presets[name][key]):>14}" for name in PRESETS))
+    values = [str(presets[name][key]) for name in PRESETS]
+    print(f"{key:<20}" + "".join(f"{value:>14}" for value in values))
 
 # %% [markdown]
 # The profile picks the preset, and {py:func}`pedseg_lib.config.config_for_profile` fills in where the data is
@@ -88,7 +90,8 @@ for key in differing:
 
 # %%
 cfg = config_for_profile(profile)
-print(f"preset {cfg.preset}: data from {cfg.data_root}")
+print(f"preset: {cfg.preset}")
+print(f"data: {cfg.data_root}")
 print(f"run folder: {cfg.output_dir}")
 
 # %% [markdown]
@@ -112,8 +115,10 @@ from pedseg_lib import engine
 split = engine.run_split(cfg)
 for name in ("train", "val", "test"):
     print(f"{name:<5} {len(split[name]):>4} images, e.g. {split[name][:6]}")
-print("disjoint:", not (set(split["train"]) & set(split["val"]) or set(split["train"]) & set(split["test"])
-                        or set(split["val"]) & set(split["test"])))
+sets = {name: set(split[name]) for name in ("train", "val", "test")}
+overlap = (sets["train"] & sets["val"] or sets["train"] & sets["test"]
+           or sets["val"] & sets["test"])
+print("disjoint:", not overlap)
 
 # %% [markdown]
 # ## The cpu recipe, and what it gives up
@@ -128,10 +133,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from pedseg_lib.notebook import glue
-
 tutorial_recipe, cpu_recipe = load_preset("tutorial"), load_preset("cpu")
-short_sides = [min(Image.open(path).size) for path in sorted((Path(cfg.data_root) / "PNGImages").glob("*.png"))]
+pngs = sorted((Path(cfg.data_root) / "PNGImages").glob("*.png"))
+short_sides = [min(Image.open(path).size) for path in pngs]
 native_below = sum(side <= cpu_recipe.min_size for side in short_sides)
 pixel_ratio = (cpu_recipe.min_size / tutorial_recipe.min_size) ** 2
 
@@ -147,20 +151,32 @@ def steps(recipe):
 
 tutorial_steps, tutorial_train = steps(tutorial_recipe)
 cpu_steps, cpu_train = steps(cpu_recipe)
+table = [
+    ("input size (shorter side, px)",
+     tutorial_recipe.min_size, cpu_recipe.min_size),
+    ("pixels per image (relative)", f"{1:.2f}", f"{pixel_ratio:.2f}"),
+    ("training images", tutorial_train, cpu_train),
+    ("epochs", tutorial_recipe.epochs, cpu_recipe.epochs),
+    ("training steps (batch 2)", tutorial_steps, cpu_steps),
+    ("validation images", tutorial_recipe.val_size, cpu_recipe.val_size),
+]
 print(f"{'change (tutorial -> cpu)':<34} {'tutorial':>10} {'cpu':>10}")
-print(f"{'input size (shorter side, px)':<34} {tutorial_recipe.min_size:>10} {cpu_recipe.min_size:>10}")
-print(f"{'pixels per image (relative)':<34} {1:>10.2f} {pixel_ratio:>10.2f}")
-print(f"{'training images':<34} {tutorial_train:>10} {cpu_train:>10}")
-print(f"{'epochs':<34} {tutorial_recipe.epochs:>10} {cpu_recipe.epochs:>10}")
-print(f"{'training steps (batch 2)':<34} {tutorial_steps:>10} {cpu_steps:>10}")
-print(f"{'validation images':<34} {tutorial_recipe.val_size:>10} {cpu_recipe.val_size:>10}")
-print(f"images whose shorter side is at most {cpu_recipe.min_size} px: {native_below} of {len(short_sides)}")
+for label, in_tutorial, in_cpu in table:
+    print(f"{label:<34} {in_tutorial:>10} {in_cpu:>10}")
+print(f"images whose shorter side is at most {cpu_recipe.min_size} px:",
+      f"{native_below} of {len(short_sides)}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+from pedseg_lib.notebook import glue
+
 glue("native_below", native_below, display=False)
 glue("cpu_train", cpu_train, display=False)
 glue("n_short_sides", len(short_sides), display=False)
 glue("cpu_val", cpu_recipe.val_size, display=False)
 glue("pixel_ratio", pixel_ratio, display=False)
-glue("size_ratio", cpu_recipe.min_size / tutorial_recipe.min_size, display=False)
+glue("size_ratio", cpu_recipe.min_size / tutorial_recipe.min_size,
+     display=False)
 glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 
 # %% [markdown]
@@ -218,26 +234,38 @@ glue("step_ratio", tutorial_steps / cpu_steps, display=False)
 # %%
 from pedseg_lib.engine import LRSchedule, default_warmup
 
-COCO_TRAIN_IMAGES, COCO_BATCH, COCO_EPOCHS = 118_287, 16, 26  # torchvision's Mask R-CNN recipe on COCO train2017
+# torchvision's Mask R-CNN recipe on COCO train2017
+COCO_TRAIN_IMAGES, COCO_BATCH, COCO_EPOCHS = 118_287, 16, 26
 
 
 def official_warmup(per_epoch):
-    """The references' rule: min(1000, iterations per epoch - 1), in the first epoch."""
+    """The references' rule, in the first epoch: min(1000, per_epoch - 1)."""
     return min(1000, per_epoch - 1)
 
 
 recipes = {name: load_preset(name) for name in ("tutorial", "cpu", "best")}
-lengths = {"COCO (torchvision's references)": (math.ceil(COCO_TRAIN_IMAGES / COCO_BATCH), COCO_EPOCHS, None)}
+coco_run = "COCO (torchvision's references)"
+coco_per_epoch = math.ceil(COCO_TRAIN_IMAGES / COCO_BATCH)
+lengths = {coco_run: (coco_per_epoch, COCO_EPOCHS, None)}
 for name, recipe in recipes.items():
-    lengths[name] = (math.ceil(steps(recipe)[1] / recipe.batch_size), recipe.epochs, recipe)
+    per_epoch = math.ceil(steps(recipe)[1] / recipe.batch_size)
+    lengths[name] = (per_epoch, recipe.epochs, recipe)
 warmups = {}
-print(f"{'run':<34} {'iterations':>10} {'official warm-up':>18} {'this book':>16}")
+print(f"{'run':<32} {'iterations':>10} {'official warm-up':>18}",
+      f"{'this book':>16}")
 for name, (per_epoch, epochs, recipe) in lengths.items():
     total, official = per_epoch * epochs, official_warmup(per_epoch)
-    used = default_warmup(per_epoch, epochs) if recipe is None else LRSchedule(recipe, per_epoch).warmup_iters
+    if recipe is None:
+        used = default_warmup(per_epoch, epochs)
+    else:
+        used = LRSchedule(recipe, per_epoch).warmup_iters
     warmups[name] = (total, official, used)
-    print(f"{name:<34} {total:>10,} {official:>9,} ({official / total:6.1%}) {used:>7,} ({used / total:6.1%})")
-coco_total, coco_official, _ = warmups["COCO (torchvision's references)"]
+    print(f"{name:<32} {total:>10,} {official:>9,} ({official / total:6.1%})",
+          f"{used:>7,} ({used / total:6.1%})")
+coco_total, coco_official, _ = warmups[coco_run]
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("coco_warmup", coco_official, display=False)
 glue("coco_warmup_share", 100 * coco_official / coco_total, display=False)
 glue("tutorial_iters", warmups["tutorial"][0], display=False)
@@ -267,19 +295,26 @@ glue("best_warmup", recipes["best"].warmup_iters, display=False)
 # %%
 import matplotlib.pyplot as plt
 
-profile_train = min(len(split["train"]), cfg.max_train_images or len(split["train"]))
-panels = {f"this profile's run ({cfg.preset})": (cfg, math.ceil(profile_train / cfg.batch_size))}
-panels.update({name: (recipes[name], lengths[name][0]) for name in ("tutorial", "best")})
+n_train = len(split["train"])
+profile_train = min(n_train, cfg.max_train_images or n_train)
+run_name = f"this profile's run ({cfg.preset})"
+panels = {run_name: (cfg, math.ceil(profile_train / cfg.batch_size))}
+for name in ("tutorial", "best"):
+    panels[name] = (recipes[name], lengths[name][0])
 fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.4))
 for ax, (name, (recipe, per_epoch)) in zip(axes, panels.items(), strict=True):
     schedule = LRSchedule(recipe, per_epoch)
     its = range(recipe.epochs * per_epoch)
-    ax.plot(its, [recipe.lr * schedule(i) for i in its], marker="." if len(its) <= 50 else None)
-    ax.axvline(schedule.warmup_iters, color="grey", ls="--", lw=1, label="end of warm-up")
-    ax.set(title=f"{name}: {recipe.scheduler}, {recipe.epochs} epoch(s)", xlabel="iteration", ylabel="lr")
+    marker = "." if len(its) <= 50 else None
+    ax.plot(its, [recipe.lr * schedule(i) for i in its], marker=marker)
+    ax.axvline(schedule.warmup_iters, color="grey", ls="--", lw=1,
+               label="end of warm-up")
+    ax.set(title=f"{name}: {recipe.scheduler}, {recipe.epochs} epoch(s)",
+           xlabel="iteration", ylabel="lr")
     ax.legend()
-    print(f"{name}: {per_epoch} iterations per epoch, warm-up {schedule.warmup_iters} of "
-          f"{recipe.epochs * per_epoch} iterations, peak lr {recipe.lr}")
+    print(f"{name}: {per_epoch} iterations per epoch, peak lr {recipe.lr}")
+    print(f"  warm-up {schedule.warmup_iters} of {recipe.epochs * per_epoch}",
+          "iterations")
 fig.tight_layout()
 plt.show()
 
@@ -306,30 +341,47 @@ from pedseg_lib.model import build_untrained
 
 
 def norm_layers(recipe):
-    """Batch-norm modules of the model a recipe trains (its exact architecture, built offline)."""
-    built = build_untrained(variant=recipe.variant, weights=recipe.weights,
-                            trainable_backbone_layers=recipe.trainable_backbone_layers)
-    kinds = Counter(type(m).__name__ for m in built.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)))
-    trainable = sum(1 for m in built.modules() if type(m) is nn.BatchNorm2d and m.weight.requires_grad)
+    """Batch-norm layers of the exact model a recipe trains, built offline."""
+    built = build_untrained(
+        variant=recipe.variant, weights=recipe.weights,
+        trainable_backbone_layers=recipe.trainable_backbone_layers,
+    )
+    norms = (nn.BatchNorm2d, FrozenBatchNorm2d)
+    kinds = Counter(type(m).__name__ for m in built.modules()
+                    if isinstance(m, norms))
+    trainable = sum(1 for m in built.modules()
+                    if type(m) is nn.BatchNorm2d and m.weight.requires_grad)
     return kinds["FrozenBatchNorm2d"], kinds["BatchNorm2d"], trainable
 
 
 best_recipe = load_preset("best")
-print(f"{'recipe':<22} {'variant':>7} {'weights':>8} {'batch':>5} {'lr':>6} {'FrozenBatchNorm2d':>18} "
-      f"{'BatchNorm2d':>12} {'trainable BatchNorm2d':>22}")
-counts = {}
-for label, recipe in (("this profile: " + cfg.preset, cfg), ("best", best_recipe)):
+shown = {"this profile: " + cfg.preset: cfg, "best": best_recipe}
+counts, columns = {}, {}
+for label, recipe in shown.items():
     counts[label] = norm_layers(recipe)
     frozen, ordinary, trainable = counts[label]
-    print(f"{label:<22} {recipe.variant:>7} {recipe.weights!s:>8} {recipe.batch_size:>5} {recipe.lr:>6} "
-          f"{frozen:>18} {ordinary:>12} {trainable:>22}")
-glue("profile_frozen_bn", counts["this profile: " + cfg.preset][0], display=False)
+    columns[label] = {
+        "variant": recipe.variant, "weights": recipe.weights,
+        "batch": recipe.batch_size, "lr": recipe.lr,
+        "FrozenBatchNorm2d": frozen, "BatchNorm2d": ordinary,
+        "trainable BatchNorm2d": trainable,
+    }
+print(f"{'':<21}" + "".join(f"{label:>24}" for label in columns))
+for row in columns["best"]:
+    cells = "".join(f"{column[row]!s:>24}" for column in columns.values())
+    print(f"{row:<21}{cells}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("profile_frozen_bn", counts["this profile: " + cfg.preset][0],
+     display=False)
 glue("profile_bn", counts["this profile: " + cfg.preset][1], display=False)
 glue("best_bn", counts["best"][1], display=False)
 glue("best_trainable_bn", counts["best"][2], display=False)
 glue("best_batch", best_recipe.batch_size, display=False)
 glue("best_lr_ratio", best_recipe.lr / tutorial_recipe.lr, display=False)
-glue("best_batch_ratio", best_recipe.batch_size / tutorial_recipe.batch_size, display=False)
+glue("best_batch_ratio", best_recipe.batch_size / tutorial_recipe.batch_size,
+     display=False)
 
 # %% [markdown]
 # The model this page trains has {glue}`profile_frozen_bn` `FrozenBatchNorm2d` and {glue}`profile_bn` ordinary
@@ -357,40 +409,50 @@ import torch
 from pedseg_lib import data
 from pedseg_lib.model import build_model
 
-STEPS, BATCH = 2, 1  # a few seconds per step in the cpu profile: enough to compare, not to learn
+# a few seconds per step in the cpu profile: enough to compare, not to learn
+STEPS, BATCH = 2, 1
 device = torch.device(profile.device)
-train_images = data.PennFudanDataset(cfg.data_root, transforms=data.build_transforms(True, hflip=cfg.hflip))
+train_images = data.PennFudanDataset(
+    cfg.data_root, transforms=data.build_transforms(True, hflip=cfg.hflip)
+)
 torch.manual_seed(cfg.seed)  # the random flips
 subset = torch.utils.data.Subset(train_images, split["train"][: STEPS * BATCH])
-batches = list(data.create_loader(subset, BATCH, shuffle=False))  # the same batches for both loops
+# the same batches for both loops
+batches = list(data.create_loader(subset, BATCH, shuffle=False))
 lr = cfg.lr * cfg.warmup_factor
 
 
 def recipe_model():
     torch.manual_seed(cfg.seed)
-    return build_model(variant=cfg.variant, weights=cfg.weights, min_size=cfg.min_size, max_size=cfg.max_size,
-                       trainable_backbone_layers=cfg.trainable_backbone_layers).to(device)
+    return build_model(
+        variant=cfg.variant, weights=cfg.weights,
+        min_size=cfg.min_size, max_size=cfg.max_size,
+        trainable_backbone_layers=cfg.trainable_backbone_layers,
+    ).to(device)
 
 
 model = recipe_model()
 start = copy.deepcopy(model.state_dict())  # for the library's loop below
 params = [p for p in model.parameters() if p.requires_grad]
-optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
 
 torch.manual_seed(1)  # the RPN and the box head sample proposals at random
 model.train()
 logged = []
 for images, targets in batches:
     images = [image.to(device) for image in images]
-    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v
+                for k, v in t.items()} for t in targets]
     loss_dict = model(images, targets)  # five losses
     loss = sum(loss_dict.values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    logged.append({"loss": loss.item(), **{k: v.item() for k, v in loss_dict.items()}})
-for step, row in enumerate(logged, 1):
-    print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    logged.append({k: v.item() for k, v in {"loss": loss, **loss_dict}.items()})
+print(f"{'step':<17}" + "".join(f"{s:>10}" for s in range(1, len(logged) + 1)))
+for key in logged[0]:
+    print(f"{key:<17}" + "".join(f"{row[key]:>10.4f}" for row in logged))
 
 # %% [markdown]
 # {py:func}`pedseg_lib.engine.train_one_epoch` is the library's version of that loop. From the same start
@@ -404,19 +466,26 @@ import dataclasses
 
 library_model = recipe_model()
 library_model.load_state_dict(start)
-library_optimizer = engine.build_optimizer(library_model, dataclasses.replace(cfg, lr=lr))
+library_cfg = dataclasses.replace(cfg, lr=lr)
+library_optimizer = engine.build_optimizer(library_model, library_cfg)
 torch.manual_seed(1)
-records = engine.train_one_epoch(library_model, library_optimizer, batches, device, epoch=1, scheduler=None,
-                                 scaler=None, clip_grad_norm=None, amp=False)
+records = engine.train_one_epoch(
+    library_model, library_optimizer, batches, device, epoch=1,
+    scheduler=None, scaler=None, clip_grad_norm=None, amp=False,
+)
 keys = list(logged[0])
-torch.testing.assert_close([[r[k] for k in keys] for r in records], [[r[k] for k in keys] for r in logged])
-for ours, theirs in zip(model.state_dict().values(), library_model.state_dict().values(), strict=True):
+torch.testing.assert_close([[r[k] for k in keys] for r in records],
+                           [[r[k] for k in keys] for r in logged])
+pairs = list(zip(model.state_dict().values(),
+                 library_model.state_dict().values(), strict=True))
+for ours, theirs in pairs:
     torch.testing.assert_close(ours, theirs)
-largest = max((a.float() - b.float()).abs().max().item()
-              for a, b in zip(model.state_dict().values(), library_model.state_dict().values(), strict=True))
-print(f"same losses at every step and same weights after {len(records)} steps "
-      f"(largest difference {largest:.2g})")
-del model, library_model, optimizer, library_optimizer, start  # free the memory before the real run
+largest = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
+print("same losses at every step and same weights after",
+      f"{len(records)} steps")
+print(f"largest difference: {largest:.2g}")
+# free the memory before the real run
+del model, library_model, optimizer, library_optimizer, start, pairs
 
 # %% [markdown]
 # What `train_one_epoch` adds to the fifteen lines, and why:
@@ -455,15 +524,20 @@ history = result.history
 # iteration (COCO weights, new predictors, 800 pixels, batch 2); the cell puts it next to this run's:
 
 # %%
-# From the output printed on the official tutorial's page, "Epoch: [0]  [ 0/60]" (TorchVision Object Detection
-# Finetuning Tutorial, https://pytorch.org/tutorials/intermediate/torchvision_tutorial.html, updated 2025-09-05).
-OFFICIAL_FIRST = {"loss_classifier": 0.6642, "loss_box_reg": 0.4568, "loss_mask": 1.8924,
-                  "loss_objectness": 0.0133, "loss_rpn_box_reg": 0.0126}
+# From the output printed on the official tutorial's page (TorchVision Object
+# Detection Finetuning Tutorial, updated 2025-09-05), "Epoch: [0]  [ 0/60]":
+# https://pytorch.org/tutorials/intermediate/torchvision_tutorial.html
+OFFICIAL_FIRST = {"loss_classifier": 0.6642, "loss_box_reg": 0.4568,
+                  "loss_mask": 1.8924, "loss_objectness": 0.0133,
+                  "loss_rpn_box_reg": 0.0126}
 first = history["iterations"][0]
 print(f"{'loss':<18} {'this run':>9} {'official':>9}")
 for key, official in OFFICIAL_FIRST.items():
     print(f"{key:<18} {first[key]:>9.4f} {official:>9.4f}")
 print(f"ln 2 = {math.log(2):.4f}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("ln2", math.log(2), display=False)
 glue("official_classifier", OFFICIAL_FIRST["loss_classifier"], display=False)
 glue("official_mask", OFFICIAL_FIRST["loss_mask"], display=False)
@@ -487,7 +561,11 @@ glue("first_mask", first["loss_mask"], display=False)
 # Each loss term per iteration (log scale, smoothed over a few iterations):
 
 # %%
-from pedseg_lib.visualize import plot_epoch_metrics, plot_loss_components, plot_lr
+from pedseg_lib.visualize import (
+    plot_epoch_metrics,
+    plot_loss_components,
+    plot_lr,
+)
 
 plot_loss_components(history, smooth=min(5, len(history["iterations"])))
 plt.show()
@@ -501,9 +579,11 @@ plt.show()
 # %%
 plot_epoch_metrics(history)
 plt.show()
-print(f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'box AP':>7} {'mask AP':>8} {'seconds':>8}")
+print(f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'box AP':>7}",
+      f"{'mask AP':>8} {'seconds':>8}")
 for row in history["epochs"]:
-    print(f"{row['epoch']:>5} {row['train_loss']:>11.3f} {row['val_loss']:>9.3f} {row['bbox_AP']:>7.3f} "
+    print(f"{row['epoch']:>5} {row['train_loss']:>11.3f}",
+          f"{row['val_loss']:>9.3f} {row['bbox_AP']:>7.3f}",
           f"{row['segm_AP']:>8.3f} {row['seconds']:>8.1f}")
 
 # %% [markdown]
@@ -542,7 +622,8 @@ for path in sorted(Path(result.run_dir).iterdir()):
 # %%
 status = history["status"]
 print(status["reason"])
-print(f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}, patience: {status['patience']}")
+print(f"best epoch: {result.best_epoch}")
+print(f"stopped early: {result.stopped_early}, patience: {status['patience']}")
 
 # %% [markdown]
 # ## Resuming
@@ -563,7 +644,8 @@ print(f"best epoch: {result.best_epoch}, stopped early: {result.stopped_early}, 
 
 # %%
 again = engine.fit(cfg, resume=True, progress=False)
-print(f"epochs in history before: {len(history['epochs'])}, after resuming: {len(again.history['epochs'])}")
+n_before, n_after = len(history["epochs"]), len(again.history["epochs"])
+print(f"epochs in history before: {n_before}, after resuming: {n_after}")
 print("same history:", again.history["iterations"] == history["iterations"])
 
 # %% [markdown]
