@@ -74,6 +74,22 @@ print(profile.banner())
 # or random in the smoke profile, which cannot download anything) and the input size, the `min_size`/`max_size`
 # of the profile's training preset, so this chapter shows the model at the size Chapter 4 trains it. With
 # random weights every picture below is meaningless noise that only shows the plumbing.
+#
+# The figure is the map of this chapter. Each box is one module of the model, under the name that
+# `model.named_modules()` gives it (a few boxes are methods or functions, which say so), in the order an image
+# passes through them at inference, with the shape of what it returns. The numbered discs are the numbered
+# sections below: each section says which box it is in.
+#
+# ```{figure} images/maskrcnn_pipeline.svg
+# :name: fig-maskrcnn-pipeline
+# :alt: The modules of torchvision's Mask R-CNN from top to bottom: transform, backbone.body, backbone.fpn, rpn.head, rpn.anchor_generator, rpn.filter_proposals, the roi_heads box branch and mask branch, and transform.postprocess, each with the shape of its output.
+# :width: 100%
+#
+# torchvision's `maskrcnn_resnet50_fpn` at inference, one image: the model's modules, what each does and the
+# shape of its output. K is the number of classes (91 here, 2 from Chapter 3 on); H′ × W′ is the resized,
+# padded image. The names are checked against the model by the book's tests, so they are those of the
+# torchvision release you run.
+# ```
 
 # %%
 import matplotlib.pyplot as plt
@@ -82,24 +98,33 @@ import torch
 from pedseg_lib.config import load_preset
 from pedseg_lib.data import PennFudanDataset, find_dataset
 from pedseg_lib.model import COCO_PERSON, build_coco_model
-from pedseg_lib.notebook import glue
 
 torch.manual_seed(0)
 preset = load_preset(profile.name)
 weights = profile.weights("coco")
-model = build_coco_model(weights=weights, min_size=preset.min_size, max_size=preset.max_size).to(profile.device)
+model = build_coco_model(
+    weights=weights, min_size=preset.min_size, max_size=preset.max_size
+).to(profile.device)
 model.eval()
-print("weights:", weights or "random initialisation", f"| label {COCO_PERSON} = person")
-print(f"input size: min_size {preset.min_size}, max_size {preset.max_size} | "
-      f"score threshold {model.roi_heads.score_thresh} | at most {model.roi_heads.detections_per_img} detections")
-glue("min_size", preset.min_size, display=False)
-glue("score_thresh", model.roi_heads.score_thresh, display=False)
-glue("detections_per_img", model.roi_heads.detections_per_img, display=False)
+print("weights:", weights or "random initialisation",
+      f"| label {COCO_PERSON} = person")
+print(f"input size: min_size {preset.min_size}, max_size {preset.max_size}")
+print(f"score threshold {model.roi_heads.score_thresh} | at most "
+      f"{model.roi_heads.detections_per_img} detections")
 
 dataset = PennFudanDataset(find_dataset(profile.ensure_data()))
 image, target = dataset[0]
 image = (image.float() / 255).to(profile.device)
-print(f"{dataset.image_path(0).name}: {tuple(image.shape)}, {len(target['boxes'])} annotated pedestrians")
+print(f"{dataset.image_path(0).name}: {tuple(image.shape)}, "
+      f"{len(target['boxes'])} annotated pedestrians")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+from pedseg_lib.notebook import glue
+
+glue("min_size", preset.min_size, display=False)
+glue("score_thresh", model.roi_heads.score_thresh, display=False)
+glue("detections_per_img", model.roi_heads.detections_per_img, display=False)
 
 # %% [markdown]
 # Here the short side is resized to {glue}`min_size` pixels (fewer if the long side would pass `max_size`); detections scoring under
@@ -111,7 +136,7 @@ print(f"{dataset.image_path(0).name}: {tuple(image.shape)}, {len(target['boxes']
 # module runs; `register_forward_hook` returns a handle whose `remove()` takes the hook off again. We hook the
 # {term}`backbone` (its ResNet body alone, and the whole backbone with the {term}`FPN`), the {term}`RPN`, and the
 # {term}`box head <box head>` and {term}`mask head <mask head>` parts of `model.roi_heads`, run the model once and
-# record what each stage returned.
+# record what each stage returned. The names in `stages` are boxes of {numref}`fig-maskrcnn-pipeline`.
 
 # %%
 recorded = {}
@@ -132,7 +157,8 @@ stages = {
     "mask head": model.roi_heads.mask_head,
     "mask predictor": model.roi_heads.mask_predictor,
 }
-handles = [module.register_forward_hook(record(name)) for name, module in stages.items()]
+handles = [module.register_forward_hook(record(name))
+           for name, module in stages.items()]
 try:
     with torch.no_grad():
         output = model([image])[0]
@@ -142,7 +168,7 @@ finally:
 
 
 def shapes(value):
-    """The shapes inside a module's output: tensors, dicts, lists and tuples of them."""
+    """The shapes inside a module's output: tensors, dicts, lists, tuples."""
     if isinstance(value, torch.Tensor):
         return tuple(value.shape)
     if isinstance(value, dict):
@@ -153,7 +179,8 @@ def shapes(value):
 
 
 for name, value in recorded.items():
-    print(f"{name:15s} {type(stages[name]).__name__:24s} {shapes(value)}")
+    kind = type(stages[name]).__name__
+    print(f"{name:15s} {kind:24s} {shapes(value)}")
 
 # %% [markdown]
 # The RPN returns its proposals and an empty dict of losses (it only computes losses in training); the box
@@ -170,17 +197,21 @@ for name, value in recorded.items():
 from pedseg_lib.introspect import anchors_at, paste_mask, trace_model
 
 trace = trace_model(model, image)
-assert not any(module._forward_hooks for module in model.modules())  # every hook was removed again
+# every hook was removed again
+assert not any(module._forward_hooks for module in model.modules())
 for key, fmap in trace.body.items():
     torch.testing.assert_close(recorded["resnet body"][key][0], fmap)
 for key, fmap in trace.features.items():
     torch.testing.assert_close(recorded["backbone + FPN"][key][0], fmap)
 torch.testing.assert_close(recorded["rpn"][0][0], trace.proposals)
-assert recorded["box predictor"][0].shape[0] == len(trace.proposals)  # one row of class scores per proposal
+# one row of class scores per proposal
+assert recorded["box predictor"][0].shape[0] == len(trace.proposals)
 for key in ("boxes", "labels", "scores", "masks"):
     torch.testing.assert_close(output[key], trace.output[key])
-logits = recorded["mask predictor"]  # runs even when no detection survived: then its shape is [0, 91, 28, 28]
-torch.testing.assert_close(logits[torch.arange(len(logits)), output["labels"]], trace.mask_logits)
+# the mask predictor runs even when no detection survived: [0, 91, 28, 28]
+logits = recorded["mask predictor"]
+per_label = logits[torch.arange(len(logits)), output["labels"]]
+torch.testing.assert_close(per_label, trace.mask_logits)
 print("the page's hooks and trace_model recorded the same stages")
 
 # %% [markdown]
@@ -189,16 +220,19 @@ print("the page's hooks and trace_model recorded the same stages")
 # The model first rescales each image so that its short side is `min_size` (unless the long side would
 # exceed `max_size`), normalises each channel with the ImageNet mean and standard deviation, and pads the
 # batch to a multiple of 32 (`size_divisible`). Predictions are mapped back to the original size at the very
-# end, so callers never see the resized frame.
+# end, so callers never see the resized frame. This is box 1 of {numref}`fig-maskrcnn-pipeline`, `transform`;
+# the mapping back is box 7.
 
 # %%
 print("original (H, W):", trace.original_size)
 print("resized  (H, W):", trace.resized_size,
       f"(scale {trace.resized_size[0] / trace.original_size[0]:.3f})")
 print("padded batch   :", tuple(trace.batch.shape))
-print("mean:", [round(m, 3) for m in trace.mean], "std:", [round(s, 3) for s in trace.std])
+print("mean:", [round(m, 3) for m in trace.mean],
+      "std:", [round(s, 3) for s in trace.std])
 channel = trace.batch[0].cpu()
-print(f"normalised red channel: mean {channel.mean():.2f}, std {channel.std():.2f}, "
+print(f"normalised red channel: mean {channel.mean():.2f}, "
+      f"std {channel.std():.2f}, "
       f"range {channel.min():.2f} to {channel.max():.2f}")
 
 # %%
@@ -208,7 +242,8 @@ axes[0].set_title(f"input {trace.original_size[1]}x{trace.original_size[0]}")
 axes[1].imshow(trace.resized_image().permute(1, 2, 0).cpu())
 axes[1].set_title(f"resized {trace.resized_size[1]}x{trace.resized_size[0]}")
 shown = axes[2].imshow(channel, cmap="RdBu_r")
-axes[2].set_title(f"normalised + padded, red channel {tuple(trace.batch.shape[1:])}")
+axes[2].set_title("normalised + padded, red channel "
+                  f"{tuple(trace.batch.shape[1:])}")
 fig.colorbar(shown, ax=axes[2], fraction=0.04)
 plt.show()
 
@@ -219,22 +254,26 @@ plt.show()
 # than the last. The feature pyramid network mixes each level with the upsampled level above and gives every
 # level 256 channels (P2-P5), plus P6, which keeps every second row and column of P5 (torchvision's
 # `LastLevelMaxPool` is a max-pool of kernel 1 and stride 2: a subsampling, not a pooling). Small pedestrians are
-# found on the fine levels, large ones on the coarse levels.
+# found on the fine levels, large ones on the coarse levels. This is box 2 of {numref}`fig-maskrcnn-pipeline`,
+# `backbone`: `backbone.body`, then `backbone.fpn` and its `extra_blocks`.
 
 # %%
 print(f"{'stage':7s} {'map':4s} {'shape [C, H, W]':18s} stride")
 for row in trace.feature_table():
-    print(f"{row['stage']:7s} {row['name']:4s} {str(row['shape']):18s} {row['stride']}")
+    shape = str(row["shape"])
+    print(f"{row['stage']:7s} {row['name']:4s} {shape:18s} {row['stride']}")
 
 # %%
 levels = list(trace.features)
 fig, axes = plt.subplots(3, len(levels), figsize=(3 * len(levels), 7))
 for col, key in enumerate(levels):
     fmap = trace.features[key].cpu()
-    strongest = fmap.mean(dim=(1, 2)).argsort(descending=True)[:3]  # the three most active channels
+    # the three most active channels
+    strongest = fmap.mean(dim=(1, 2)).argsort(descending=True)[:3]
     for row, c in enumerate(strongest.tolist()):
         axes[row, col].imshow(fmap[c], cmap="viridis")
-        axes[row, col].set_title(f"P{col + 2} ch {c} {tuple(fmap.shape[1:])}", fontsize=9)
+        axes[row, col].set_title(f"P{col + 2} ch {c} {tuple(fmap.shape[1:])}",
+                                 fontsize=9)
         axes[row, col].axis("off")
 fig.suptitle("FPN feature maps: the three most active channels per level")
 fig.tight_layout()
@@ -245,17 +284,25 @@ plt.show()
 #
 # The region proposal network does not search for boxes from nothing: at every cell of every FPN level it
 # starts from a few fixed {term}`anchor` boxes, one per aspect ratio, whose size grows with the level's stride.
-# It then scores each anchor ("object or not?") and regresses a correction to it.
+# It then scores each anchor ("object or not?") and regresses a correction to it. In
+# {numref}`fig-maskrcnn-pipeline` this is box 3, `rpn`: `rpn.anchor_generator` makes the anchors and
+# `rpn.head` scores and corrects them.
 
 # %%
 generator = model.rpn.anchor_generator
 total = 0
-for (key, grid), sizes, ratios in zip(trace.anchors.items(), generator.sizes, generator.aspect_ratios, strict=True):
-    count = grid.shape[0] * grid.shape[1] * grid.shape[2]
+per_level = zip(trace.anchors.items(), generator.sizes,
+                generator.aspect_ratios, strict=True)
+for (key, grid), sizes, ratios in per_level:
+    rows, cols, per_cell = grid.shape[:3]
+    count = rows * cols * per_cell
     total += count
-    print(f"level {key:4s}: grid {grid.shape[0]}x{grid.shape[1]}, {grid.shape[2]} anchors per cell, "
-          f"size {sizes[0]} px, aspect ratios {list(ratios)} -> {count:,} anchors")
+    print(f"level {key:4s}: grid {rows}x{cols}, {per_cell} anchors per cell, "
+          f"size {sizes[0]} px, ratios {list(ratios)} -> {count:,} anchors")
 print(f"all levels: {total:,} anchors for this one image")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_anchors", total, display=False)
 
 # %%
@@ -281,14 +328,17 @@ plt.show()
 #
 # The RPN applies its corrections to all {glue}`n_anchors` anchors, keeps the best-scoring boxes per level,
 # removes duplicates with non-maximum suppression ({term}`NMS`) and hands a fixed number of {term}`proposals
-# <proposal>` (class-agnostic "something is here" boxes) to the second stage.
+# <proposal>` (class-agnostic "something is here" boxes) to the second stage. That is box 4 of
+# {numref}`fig-maskrcnn-pipeline`, the method `rpn.filter_proposals`.
 
 # %%
 proposals = trace.proposals.cpu()
-print(f"{len(proposals)} proposals reach the box head (rpn post-NMS top-n for testing: "
-      f"{model.rpn._post_nms_top_n['testing']})")
+top_n = model.rpn._post_nms_top_n["testing"]
+print(f"{len(proposals)} proposals reach the box head "
+      f"(rpn post-NMS top-n for testing: {top_n})")
 top = 20
-show_grid([draw_bounding_boxes(canvas, proposals[:top], colors="#56B4E9", width=1)],
+show_grid([draw_bounding_boxes(canvas, proposals[:top], colors="#56B4E9",
+                               width=1)],
           [f"top {top} RPN proposals (best first)"], ncols=1, size=5)
 plt.show()
 
@@ -298,24 +348,35 @@ plt.show()
 # For each proposal, {term}`RoIAlign` cuts a 7x7 patch out of the right FPN level; the box head turns it into
 # a feature vector, and the box predictor gives a score for each of the 91 COCO classes (a softmax over the
 # class {term}`logits <logit>`) and a refined box per class. After the {term}`score threshold` and per-class NMS
-# at most {glue}`detections_per_img` detections remain. We look at those labelled `person`.
+# at most {glue}`detections_per_img` detections remain. We look at those labelled `person`. This is box 5 of
+# {numref}`fig-maskrcnn-pipeline`: `roi_heads.box_roi_pool`, `box_head`, `box_predictor` and the method
+# `postprocess_detections`.
 
 # %%
 class_probs = recorded["box predictor"][0].softmax(-1).cpu()
-best_prob = class_probs[:, 1:].max(-1).values  # the best object class of each proposal (0 is background)
+# the best object class of each proposal (class 0 is the background)
+best_prob = class_probs[:, 1:].max(-1).values
 det = {k: v.cpu() for k, v in trace.detections.items()}
 person = det["labels"] == COCO_PERSON
-print(f"{len(det['labels'])} detections, {int(person.sum())} of them labelled person (label {COCO_PERSON})")
-print(f"best object-class probability per proposal: mean {best_prob.mean():.3f} (an even spread would be "
-      f"1/91 = {1 / 91:.3f})")
+print(f"{len(det['labels'])} detections, {int(person.sum())} of them "
+      f"labelled person (label {COCO_PERSON})")
+print("best object-class probability per proposal: "
+      f"mean {best_prob.mean():.3f} "
+      f"(an even spread would be 1/91 = {1 / 91:.3f})")
 for i in range(min(5, len(det["labels"]))):
-    print(f"  #{i}: label {int(det['labels'][i])}{' (person)' if person[i] else ''}, score {det['scores'][i]:.3f}, "
-          f"box {[round(v) for v in det['boxes'][i].tolist()]}")
+    tag = " (person)" if person[i] else ""
+    box = [round(v) for v in det["boxes"][i].tolist()]
+    print(f"  #{i}: label {int(det['labels'][i])}{tag}, "
+          f"score {det['scores'][i]:.3f}, box {box}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+top_score = float(det["scores"].max()) if len(det["scores"]) else 0.0
 glue("n_detections", len(det["labels"]), display=False)
 glue("n_person", int(person.sum()), display=False)
 glue("mean_best_prob", float(best_prob.mean()), display=False)
 glue("uniform_prob", 1 / 91, display=False)
-glue("top_score", float(det["scores"].max()) if len(det["scores"]) else 0.0, display=False)
+glue("top_score", top_score, display=False)
 
 # %% [markdown]
 # This run kept {glue}`n_detections` detections, {glue}`n_person` of them labelled person, with a top score of
@@ -329,16 +390,19 @@ glue("top_score", float(det["scores"].max()) if len(det["scores"]) else 0.0, dis
 from pedseg_lib.visualize import draw_instances
 
 draw_threshold = 0.5  # draw only confident persons
-persons = {"boxes": det["boxes"][person][:10], "scores": det["scores"][person][:10]}
+persons = {"boxes": det["boxes"][person][:10],
+           "scores": det["scores"][person][:10]}
 show_grid([draw_instances(canvas, persons, score_threshold=draw_threshold)],
-          [f"person detections (score >= {draw_threshold}, at most 10)"], ncols=1, size=5)
+          [f"person detections (score >= {draw_threshold}, at most 10)"],
+          ncols=1, size=5)
 plt.show()
 
 # %% [markdown]
 # ## 6. From 28x28 mask logits to a full-resolution soft mask
 #
 # For each detection, the mask head looks at a 14x14 RoIAlign patch and the mask predictor gives a 28x28 map of
-# logits per class; only the map of the detected class is used. At inference torchvision takes its sigmoid
+# logits per class; only the map of the detected class is used (box 6 of {numref}`fig-maskrcnn-pipeline`,
+# from `roi_heads.mask_roi_pool` to `maskrcnn_inference`; the pasting belongs to box 7). At inference torchvision takes its sigmoid
 # (`maskrcnn_inference`) and resizes the 28x28 probabilities bilinearly into the detection's box
 # (`paste_masks_in_image`). It does **not** threshold: the model returns a {term}`soft mask`, a probability per
 # pixel, and the caller decides where the pedestrian ends (the official tutorial draws pixels above 0.7;
@@ -347,16 +411,20 @@ plt.show()
 # outlines: the bilinear resize smooths between grid cells but cannot add detail finer than a cell. {py:func}`pedseg_lib.introspect.paste_mask` pastes one detection's map the way torchvision does.
 
 # %%
-# the best person detection; the best detection of any class when no person was found
+# the best person detection; the best detection of any class when no person
+# was found
 index = int(person.nonzero().flatten()[0]) if person.any() else 0
 logits = trace.mask_logits[index].cpu()
 pasted = paste_mask(trace, index).cpu()
-soft = ((pasted > 0.01) & (pasted < 0.99)).sum() / max(1, int((pasted > 0.01).sum()))
-print(f"detection #{index}: logits {tuple(logits.shape)}, range {logits.min():.2f} to {logits.max():.2f}; "
-      f"pasted into {tuple(pasted.shape)}, {int((pasted > 0.5).sum())} pixels above 0.5")
-print("output masks:", tuple(trace.output["masks"].shape), trace.output["masks"].dtype,
-      f"values from {trace.output['masks'].min():.3f} to {trace.output['masks'].max():.3f}")
-glue("soft_share", float(soft), display=False)
+above = int((pasted > 0.01).sum())
+soft = ((pasted > 0.01) & (pasted < 0.99)).sum() / max(1, above)
+print(f"detection #{index}: logits {tuple(logits.shape)}, "
+      f"range {logits.min():.2f} to {logits.max():.2f}; "
+      f"pasted into {tuple(pasted.shape)}, "
+      f"{int((pasted > 0.5).sum())} pixels above 0.5")
+masks = trace.output["masks"]
+print("output masks:", tuple(masks.shape), masks.dtype,
+      f"values from {masks.min():.3f} to {masks.max():.3f}")
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4))
 shown = axes[0].imshow(logits, cmap="RdBu_r")
@@ -367,9 +435,14 @@ axes[1].set_title("sigmoid (probability)")
 axes[2].imshow(trace.resized_image().permute(1, 2, 0).cpu())
 axes[2].imshow(pasted, cmap="magma", alpha=0.6, vmin=0, vmax=1)
 x0, y0, x1, y1 = det["boxes"][index].tolist()
-axes[2].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="#E69F00", lw=2))
+axes[2].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                color="#E69F00", lw=2))
 axes[2].set_title("pasted into its box")
 plt.show()
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("soft_share", float(soft), display=False)
 
 # %% [markdown]
 # Of this detection's pixels with a probability above 0.01, {glue:text}`soft_share:.0%` stay below 0.99: the
@@ -377,7 +450,9 @@ plt.show()
 #
 # ## 7. What the model returns
 #
-# Finally the transform maps boxes and masks back to the original image size. This is what
+# Finally the transform maps boxes and masks back to the original image size: box 7 of
+# {numref}`fig-maskrcnn-pipeline`, the method `transform.postprocess`, which pastes each 28x28 map into its box
+# as in the previous section. This is what
 # {py:func}`pedseg_lib.inference.predict` returns for every image: boxes, labels, scores and a
 # [N, 1, H, W] probability mask per detection (binarised at its `mask_threshold` unless that is None).
 
@@ -385,9 +460,12 @@ plt.show()
 out = {k: v.cpu() for k, v in trace.output.items()}
 keep = out["labels"] == COCO_PERSON
 final = {k: v[keep][:10] for k, v in out.items()}
-print("output masks:", tuple(out["masks"].shape), "| person detections drawn:", len(final["boxes"]))
-show_grid([draw_instances(image.cpu(), target), draw_instances(image.cpu(), final, score_threshold=draw_threshold)],
-          ["ground truth", f"the model's persons before fine-tuning (weights: {weights or 'random'})"],
+print("output masks:", tuple(out["masks"].shape),
+      "| person detections drawn:", len(final["boxes"]))
+show_grid([draw_instances(image.cpu(), target),
+           draw_instances(image.cpu(), final, score_threshold=draw_threshold)],
+          ["ground truth", "the model's persons before fine-tuning "
+                           f"(weights: {weights or 'random'})"],
           ncols=2, size=5)
 plt.show()
 
