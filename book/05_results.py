@@ -84,13 +84,14 @@ import torch
 
 from pedseg_lib import engine, evaluation, inference, visualize
 from pedseg_lib.config import config_for_profile
-from pedseg_lib.notebook import glue
 
 cfg = config_for_profile(profile)
 trained = engine.load_or_train(cfg)
-model = trained.model.to(profile.device)  # checkpoints load on the CPU; evaluate on the GPU when there is one
+# checkpoints load on the CPU; evaluate on the GPU when there is one
+model = trained.model.to(profile.device)
 print(trained.reason)
-print(f"checkpoint: {trained.checkpoint} (epoch {trained.epoch} of {cfg.epochs}, preset {cfg.preset!r})")
+print(f"checkpoint: {trained.checkpoint}")
+print(f"epoch {trained.epoch} of {cfg.epochs}, preset {cfg.preset!r}")
 
 # %% [markdown]
 # ## IoU: how well two shapes overlap
@@ -108,23 +109,32 @@ def box_iou(a, b):
     width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     intersection = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - intersection
     return intersection / union
 
 
 def mask_iou(a, b):
-    """IoU of two binary masks [H, W]: pixels set in both / pixels set in either."""
+    """IoU of two binary masks [H, W]: pixels in both / pixels in either."""
     return (a & b).sum().item() / (a | b).sum().item()
 
 
 def ellipse(box, height=200, width=240):
-    """Binary mask [H, W] of the ellipse inscribed in ``box``: a toy pedestrian outline."""
+    """Binary mask [H, W] of the ellipse inscribed in ``box``.
+
+    A toy pedestrian's outline.
+    """
     x1, y1, x2, y2 = box
-    y, x = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-    return ((2 * x - x1 - x2) / (x2 - x1)) ** 2 + ((2 * y - y1 - y2) / (y2 - y1)) ** 2 <= 1
+    y, x = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5,
+                          indexing="ij")
+    u = (2 * x - x1 - x2) / (x2 - x1)  # -1 to 1 across the box
+    v = (2 * y - y1 - y2) / (y2 - y1)
+    return u ** 2 + v ** 2 <= 1
 
 
-gt_boxes = [(20, 20, 60, 140), (80, 30, 120, 150), (150, 40, 180, 120)]  # three annotated pedestrians
+# three annotated pedestrians
+gt_boxes = [(20, 20, 60, 140), (80, 30, 120, 150), (150, 40, 180, 120)]
 detections = [  # (box, score), in the order a model might return them
     ((84, 40, 124, 160), 0.80),
     ((22, 24, 62, 140), 0.95),
@@ -132,12 +142,22 @@ detections = [  # (box, score), in the order a model might return them
     ((18, 18, 56, 136), 0.70),
     ((100, 150, 140, 190), 0.90),
 ]
-ious = torch.tensor([[box_iou(box, gt) for gt in gt_boxes] for box, _ in detections], dtype=torch.float64)
+ious = torch.tensor(
+    [[box_iou(box, gt) for gt in gt_boxes] for box, _ in detections],
+    dtype=torch.float64,
+)
 print("box IoU of each detection (rows) with each pedestrian (columns):")
 print(ious.numpy().round(3))
 
-pair_box, pair_mask = box_iou(detections[1][0], gt_boxes[0]), mask_iou(ellipse(detections[1][0]), ellipse(gt_boxes[0]))
-print(f"detection 1 and pedestrian 0: box IoU {pair_box:.3f}, mask IoU {pair_mask:.3f}")
+pair_box = box_iou(detections[1][0], gt_boxes[0])
+pair_mask = mask_iou(ellipse(detections[1][0]), ellipse(gt_boxes[0]))
+print(f"detection 1 and pedestrian 0: box IoU {pair_box:.3f},",
+      f"mask IoU {pair_mask:.3f}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+from pedseg_lib.notebook import glue
+
 glue("toy_box_iou", float(pair_box), display=False)
 glue("toy_mask_iou", float(pair_mask), display=False)
 
@@ -153,11 +173,13 @@ glue("toy_mask_iou", float(pair_mask), display=False)
 import torchvision.ops
 from pycocotools import mask as mask_utils
 
-torch.testing.assert_close(ious, torchvision.ops.box_iou(torch.tensor([box for box, _ in detections], dtype=torch.float64),
-                                                         torch.tensor(gt_boxes, dtype=torch.float64)))
-rles = mask_utils.encode(np.asfortranarray(torch.stack([ellipse(detections[1][0]), ellipse(gt_boxes[0])], -1)
-                                           .numpy().astype(np.uint8)))
-torch.testing.assert_close(pair_mask, float(mask_utils.iou(rles[:1], rles[1:], [0])[0, 0]))
+det_boxes = torch.tensor([box for box, _ in detections], dtype=torch.float64)
+gt_tensor = torch.tensor(gt_boxes, dtype=torch.float64)
+torch.testing.assert_close(ious, torchvision.ops.box_iou(det_boxes, gt_tensor))
+pair = torch.stack([ellipse(detections[1][0]), ellipse(gt_boxes[0])], -1)
+rles = mask_utils.encode(np.asfortranarray(pair.numpy().astype(np.uint8)))
+coco_iou = float(mask_utils.iou(rles[:1], rles[1:], [0])[0, 0])
+torch.testing.assert_close(pair_mask, coco_iou)
 print("box IoU = torchvision.ops.box_iou, mask IoU = pycocotools.mask.iou")
 
 # %% [markdown]
@@ -179,7 +201,10 @@ print("box IoU = torchvision.ops.box_iou, mask IoU = pycocotools.mask.iou")
 
 # %%
 def match(gt_boxes, detections, iou_threshold):
-    """True/false positive of each detection, in descending score order (COCO's greedy matching)."""
+    """True/false positive of each detection, in descending score order.
+
+    COCO's greedy matching.
+    """
     free, hits = set(range(len(gt_boxes))), []
     for box, _ in sorted(detections, key=lambda d: -d[1]):
         best, best_iou = None, iou_threshold
@@ -192,30 +217,44 @@ def match(gt_boxes, detections, iou_threshold):
 
 
 def average_precision(hits, num_gt):
-    """COCO's 101-point interpolated AP of detections sorted by score (``hits``: true positive or not)."""
+    """COCO's 101-point interpolated AP of detections sorted by score.
+
+    ``hits``: whether each detection is a true positive.
+    """
     tp, fp = np.cumsum(hits), np.cumsum(np.logical_not(hits))
     recall, precision = tp / num_gt, tp / (tp + fp)
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]  # the best precision at this recall or beyond
+    # the best precision at this recall or beyond
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
     levels = np.linspace(0, 1, 101)  # recall 0, 0.01, ..., 1
-    first = np.searchsorted(recall, levels, side="left")  # the first point reaching each level
-    sampled = np.array([envelope[i] if i < len(envelope) else 0.0 for i in first])
+    # the first point reaching each level
+    first = np.searchsorted(recall, levels, side="left")
+    sampled = np.array([envelope[i] if i < len(envelope) else 0.0
+                        for i in first])
     return sampled.mean(), recall, precision, envelope
 
 
 hits = match(gt_boxes, detections, iou_threshold=0.5)
 toy_ap50, recall, precision, envelope = average_precision(hits, len(gt_boxes))
 print(" score  match   precision  monotone  recall")
-for (_, score), hit, p, e, r in zip(sorted(detections, key=lambda d: -d[1]), hits, precision, envelope, recall, strict=True):
-    print(f"  {score:.2f}  {'TP' if hit else 'FP'}      {p:.3f}      {e:.3f}     {r:.3f}")
+by_score = sorted(detections, key=lambda d: -d[1])
+rows = zip(by_score, hits, precision, envelope, recall, strict=True)
+for (_, score), hit, p, e, r in rows:
+    kind = "TP" if hit else "FP"
+    print(f"  {score:.2f}  {kind}      {p:.3f}      {e:.3f}     {r:.3f}")
 print(f"AP at IoU 0.5: {toy_ap50:.4f}")
-glue("toy_ap50", float(toy_ap50), display=False)
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.plot(recall, precision, "o", label="precision after each detection")
-ax.step(np.r_[0, recall], np.r_[envelope[0], envelope], where="pre", label="monotone envelope")
-ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.05), title="toy example, IoU 0.5")
+ax.step(np.r_[0, recall], np.r_[envelope[0], envelope], where="pre",
+        label="monotone envelope")
+ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.05),
+       title="toy example, IoU 0.5")
 ax.legend(loc="lower left")
 plt.show()
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("toy_ap50", float(toy_ap50), display=False)
 
 # %% [markdown]
 # The toy AP at IoU 0.5 is {glue:text}`toy_ap50:.4f`. The duplicate (a second box on the first pedestrian) and
@@ -238,31 +277,43 @@ from pycocotools.cocoeval import COCOeval
 
 
 def xywh(box):
-    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]  # COCO stores boxes as x, y, width, height
+    # COCO stores boxes as x, y, width, height
+    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
 
 
 coco_gt = COCO()
 coco_gt.dataset = {
     "images": [{"id": 1, "width": 240, "height": 200}],
     "categories": [{"id": 1, "name": "person"}],
-    "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": xywh(box), "iscrowd": 0,
-                     "area": float(ellipse(box).sum())} for k, box in enumerate(gt_boxes)],
+    "annotations": [
+        {"id": k + 1, "image_id": 1, "category_id": 1, "bbox": xywh(box),
+         "iscrowd": 0, "area": float(ellipse(box).sum())}
+        for k, box in enumerate(gt_boxes)
+    ],
 }
-with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+# pycocotools prints its progress
+with contextlib.redirect_stdout(io.StringIO()):
     coco_gt.createIndex()
-    coco_dt = coco_gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": xywh(box), "score": score}
-                               for box, score in detections])
+    coco_dt = coco_gt.loadRes([
+        {"image_id": 1, "category_id": 1, "bbox": xywh(box), "score": score}
+        for box, score in detections
+    ])
     coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
     coco_eval.evaluate()
     coco_eval.accumulate()
     coco_eval.summarize()
 
-by_hand = [average_precision(match(gt_boxes, detections, t), len(gt_boxes))[0] for t in coco_eval.params.iouThrs]
+by_hand = [average_precision(match(gt_boxes, detections, t), len(gt_boxes))[0]
+           for t in coco_eval.params.iouThrs]
 torch.testing.assert_close(toy_ap50, coco_eval.stats[1])  # AP at IoU 0.5
-torch.testing.assert_close(float(np.mean(by_hand)), coco_eval.stats[0])  # AP averaged over IoU 0.50:0.95
-print(f"by hand: AP50 {toy_ap50:.4f}, AP {np.mean(by_hand):.4f}; "
-      f"pycocotools: AP50 {coco_eval.stats[1]:.4f}, AP {coco_eval.stats[0]:.4f}")
-print("AP at each IoU threshold:", ", ".join(f"{t:.2f}: {ap:.3f}" for t, ap in zip(coco_eval.params.iouThrs, by_hand, strict=True)))
+# AP averaged over IoU 0.50:0.95
+torch.testing.assert_close(float(np.mean(by_hand)), coco_eval.stats[0])
+print(f"by hand: AP50 {toy_ap50:.4f}, AP {np.mean(by_hand):.4f};",
+      f"pycocotools: AP50 {coco_eval.stats[1]:.4f},",
+      f"AP {coco_eval.stats[0]:.4f}")
+print("AP at each IoU threshold:")
+print("  IoU", " ".join(f"{t:5.2f}" for t in coco_eval.params.iouThrs))
+print("  AP ", " ".join(f"{ap:5.3f}" for ap in by_hand))
 
 # %% [markdown]
 # {py:func}`pedseg_lib.evaluation.coco_evaluate` runs the same pycocotools evaluation, for boxes and masks at
@@ -275,25 +326,35 @@ print("AP at each IoU threshold:", ", ".join(f"{t:.2f}: {ap:.3f}" for t, ap in z
 
 # %%
 class ToyPedestrians:
-    """The smallest dataset coco_evaluate accepts: a length and each image's target."""
+    """The smallest dataset coco_evaluate accepts.
+
+    A length and each image's target.
+    """
 
     def __len__(self):
         return 1
 
     def target(self, idx):
         masks = torch.stack([ellipse(box) for box in gt_boxes]).to(torch.uint8)
-        return {"image_id": 1, "boxes": torch.tensor(gt_boxes, dtype=torch.float32), "masks": masks,
-                "area": masks.flatten(1).sum(1).float()}
+        return {"image_id": 1,
+                "boxes": torch.tensor(gt_boxes, dtype=torch.float32),
+                "masks": masks, "area": masks.flatten(1).sum(1).float()}
 
 
-toy_predictions = {1: {"boxes": torch.tensor([box for box, _ in detections], dtype=torch.float32),
-                       "scores": torch.tensor([score for _, score in detections]),
-                       "labels": torch.ones(len(detections), dtype=torch.int64),
-                       "masks": torch.stack([ellipse(box) for box, _ in detections])[:, None].float()}}
+toy_masks = torch.stack([ellipse(box) for box, _ in detections])
+toy_predictions = {1: {
+    "boxes": torch.tensor([box for box, _ in detections], dtype=torch.float32),
+    "scores": torch.tensor([score for _, score in detections]),
+    "labels": torch.ones(len(detections), dtype=torch.int64),
+    "masks": toy_masks[:, None].float(),
+}}
 toy_metrics = evaluation.coco_evaluate(ToyPedestrians(), toy_predictions)
-torch.testing.assert_close(toy_metrics.stats["bbox"], [float(x) for x in coco_eval.stats])
-print(f"coco_evaluate: box AP50 {toy_metrics.stats['bbox'][1]:.4f} (the same 12 numbers as pycocotools above), "
-      f"mask AP50 {toy_metrics.stats['segm'][1]:.4f}, AP of image 1: {toy_metrics.per_image[1]}")
+torch.testing.assert_close(toy_metrics.stats["bbox"],
+                           [float(x) for x in coco_eval.stats])
+print(f"coco_evaluate: box AP50 {toy_metrics.stats['bbox'][1]:.4f}",
+      "(the same 12 numbers as pycocotools above)")
+print(f"mask AP50 {toy_metrics.stats['segm'][1]:.4f}")
+print(f"AP of image 1: {toy_metrics.per_image[1]}")
 
 # %% [markdown]
 # ## Predictions on the test split
@@ -307,17 +368,26 @@ print(f"coco_evaluate: box AP50 {toy_metrics.stats['bbox'][1]:.4f} (the same 12 
 
 # %%
 LOW_THRESHOLD = 0.05  # keep nearly everything: AP sweeps over all scores
-OPERATING_THRESHOLD = 0.5  # `pedseg predict`'s default: what an application keeps
-glue("low_threshold", LOW_THRESHOLD, display=False)
-glue("operating_threshold", OPERATING_THRESHOLD, display=False)
+# `pedseg predict`'s default: what an application keeps
+OPERATING_THRESHOLD = 0.5
 
 test_set = engine.test_split(cfg)
-predictions = inference.predict_dataset(model, test_set, score_threshold=LOW_THRESHOLD, progress=True)
+predictions = inference.predict_dataset(
+    model, test_set, score_threshold=LOW_THRESHOLD, progress=True
+)
 detections_kept = sum(len(p["scores"]) for p in predictions.values())
-confident = sum(int((p["scores"] >= OPERATING_THRESHOLD).sum()) for p in predictions.values())
-pedestrians = sum(len(test_set.dataset.target(i)["boxes"]) for i in test_set.indices)
+confident = sum(int((p["scores"] >= OPERATING_THRESHOLD).sum())
+                for p in predictions.values())
+pedestrians = sum(len(test_set.dataset.target(i)["boxes"])
+                  for i in test_set.indices)
 print(f"{len(test_set)} test images with {pedestrians} annotated pedestrians")
-print(f"{detections_kept} detections with score >= {LOW_THRESHOLD} ({confident} with score >= {OPERATING_THRESHOLD})")
+print(f"{detections_kept} detections with score >= {LOW_THRESHOLD}",
+      f"({confident} with score >= {OPERATING_THRESHOLD})")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("low_threshold", LOW_THRESHOLD, display=False)
+glue("operating_threshold", OPERATING_THRESHOLD, display=False)
 
 # %% [markdown]
 # ## The COCO tables
@@ -330,6 +400,9 @@ test_metrics = evaluation.coco_evaluate(test_set, predictions)
 for iou_type, name in (("bbox", "boxes"), ("segm", "masks")):
     print(f"== {name} ({iou_type}) ==")
     print(test_metrics.table(iou_type))
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("test_box_ap", float(test_metrics.stats["bbox"][0]), display=False)
 glue("test_mask_ap", float(test_metrics.stats["segm"][0]), display=False)
 
@@ -357,12 +430,19 @@ glue("test_mask_ap", float(test_metrics.stats["segm"][0]), display=False)
 
 # %%
 coco_test_gt = evaluation.build_coco_gt(test_set)
-assert coco_test_gt is test_metrics.evaluators["segm"].cocoGt  # built once, cached
+# built once, cached
+assert coco_test_gt is test_metrics.evaluators["segm"].cocoGt
 areas = [ann["area"] for ann in coco_test_gt.dataset["annotations"]]
 per_range = {}
-for label, low, high in (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf"))):
+ranges = (("small", 0, 32**2), ("medium", 32**2, 96**2),
+          ("large", 96**2, float("inf")))
+for label, low, high in ranges:
     per_range[label] = sum(low <= a < high for a in areas)
-    print(f"{label:<7} ({low:>5.0f} <= area < {high:>6.0f} px): {per_range[label]} pedestrians")
+    print(f"{label:<7} ({low:>5.0f} <= area < {high:>6.0f} px):",
+          f"{per_range[label]} pedestrians")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("test_small", per_range["small"], display=False)
 glue("test_pedestrians", len(areas), display=False)
 
@@ -390,13 +470,20 @@ plt.show()
 # {glue:text}`operating_threshold:.1f` ({py:func}`pedseg_lib.visualize.show_prediction`).
 
 # %%
-ranked = sorted((aps["segm"], image_id) for image_id, aps in test_metrics.per_image.items() if not math.isnan(aps["segm"]))
+ranked = sorted((aps["segm"], image_id)
+                for image_id, aps in test_metrics.per_image.items()
+                if not math.isnan(aps["segm"]))
 shown = min(2, len(ranked) // 2)
 for label, picks in (("best", ranked[::-1][:shown]), ("worst", ranked[:shown])):
     for ap, image_id in picks:
-        image, target = test_set.dataset[image_id]  # image_id is the index into the full dataset
-        visualize.show_prediction(image, target, predictions[image_id], score_threshold=OPERATING_THRESHOLD, size=3.5,
-                                  title=f"{label}: {test_set.dataset.image_path(image_id).name}, mask AP {ap:.3f}")
+        # image_id is the index into the full dataset
+        image, target = test_set.dataset[image_id]
+        name = test_set.dataset.image_path(image_id).name
+        visualize.show_prediction(
+            image, target, predictions[image_id],
+            score_threshold=OPERATING_THRESHOLD, size=3.5,
+            title=f"{label}: {name}, mask AP {ap:.3f}",
+        )
         plt.show()
 
 # %% [markdown]
@@ -408,11 +495,13 @@ for label, picks in (("best", ranked[::-1][:shown]), ("worst", ranked[:shown])):
 # is a **false positive** (red below); a pedestrian without one is **missed** (blue).
 
 # %%
-errors = evaluation.find_errors(test_set, predictions, iou=0.5, score_threshold=OPERATING_THRESHOLD)
+errors = evaluation.find_errors(test_set, predictions, iou=0.5,
+                                score_threshold=OPERATING_THRESHOLD)
 with_errors = [i for i, e in errors.items() if e["fp"] or e["fn"]]
 images = {i: test_set.dataset[i][0] for i in with_errors}
 targets = {i: test_set.dataset.target(i) for i in with_errors}
-visualize.plot_errors(images, targets, predictions, errors, max_images=6, ncols=3)
+visualize.plot_errors(images, targets, predictions, errors, max_images=6,
+                      ncols=3)
 plt.show()
 
 # %% [markdown]
@@ -434,11 +523,14 @@ plt.show()
 
 # %%
 kinds = evaluation.error_summary(test_set, errors)
-print(f"true positives {kinds['true_positives']}, false positives {kinds['false_positives']}, "
-      f"missed {kinds['missed']} (score >= {OPERATING_THRESHOLD}, mask IoU >= 0.5)")
-print(f"  false positives: {kinds['duplicate']} duplicates, {kinds['poorly_localised']} poorly localised, "
+print(f"at score >= {OPERATING_THRESHOLD} and mask IoU >= 0.5:")
+print(f"true positives {kinds['true_positives']},",
+      f"false positives {kinds['false_positives']}, missed {kinds['missed']}")
+print(f"  false positives: {kinds['duplicate']} duplicates,",
+      f"{kinds['poorly_localised']} poorly localised,",
       f"{kinds['background']} on background")
-print(f"  missed: {kinds['missed_occluded']} overlapping another pedestrian, {kinds['missed_other']} other")
+print(f"  missed: {kinds['missed_occluded']} overlapping another pedestrian,",
+      f"{kinds['missed_other']} other")
 
 # %% [markdown]
 # ## Choosing a score threshold
@@ -458,16 +550,24 @@ print(f"  missed: {kinds['missed_occluded']} overlapping another pedestrian, {ki
 # %%
 decision_set, why = engine.decision_split(cfg)
 print(why)
-decision_predictions = inference.predict_dataset(model, decision_set, score_threshold=LOW_THRESHOLD, progress=True)
+decision_predictions = inference.predict_dataset(
+    model, decision_set, score_threshold=LOW_THRESHOLD, progress=True
+)
 sweep = evaluation.score_threshold_sweep(decision_set, decision_predictions)
 visualize.plot_threshold_sweep(sweep)
 plt.show()
 chosen = sweep["best"]
 at = {t: k for k, t in enumerate(sweep["threshold"])}
-for t in sorted({OPERATING_THRESHOLD, chosen} & set(at)):  # the default and the best-F1 threshold
+print(f"on {len(decision_set)} decision images:")
+# the default and the best-F1 threshold
+for t in sorted({OPERATING_THRESHOLD, chosen} & set(at)):
     k = at[t]
-    print(f"{len(decision_set)} decision images, threshold {t:.2f}: precision {sweep['precision'][k]:.3f}, "
-          f"recall {sweep['recall'][k]:.3f}, F1 {sweep['f1'][k]:.3f}, {sweep['kept'][k]} detections kept")
+    print(f"  threshold {t:.2f}: precision {sweep['precision'][k]:.3f},",
+          f"recall {sweep['recall'][k]:.3f}, F1 {sweep['f1'][k]:.3f},",
+          f"{sweep['kept'][k]} kept")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("chosen_threshold", float(chosen), display=False)
 
 # %% [markdown]
@@ -475,11 +575,16 @@ glue("chosen_threshold", float(chosen), display=False)
 # the test images (the same matching as in the mistakes section above):
 
 # %%
-test_errors = evaluation.find_errors(test_set, predictions, iou=0.5, score_threshold=chosen)
-tp, fp, fn = (sum(len(e[kind]) for e in test_errors.values()) for kind in ("tp", "fp", "fn"))
-print(f"{len(test_set)} test images at threshold {chosen:.2f} (chosen on the decision images): {tp} true "
-      f"positives, {fp} false positives, {fn} missed; precision {tp / (tp + fp) if tp + fp else float('nan'):.3f}, "
-      f"recall {tp / (tp + fn) if tp + fn else float('nan'):.3f}")
+test_errors = evaluation.find_errors(test_set, predictions, iou=0.5,
+                                     score_threshold=chosen)
+tp, fp, fn = (sum(len(e[kind]) for e in test_errors.values())
+              for kind in ("tp", "fp", "fn"))
+test_precision = tp / (tp + fp) if tp + fp else float("nan")
+test_recall = tp / (tp + fn) if tp + fn else float("nan")
+print(f"{len(test_set)} test images at threshold {chosen:.2f}",
+      "(chosen on the decision images):")
+print(f"  {tp} true positives, {fp} false positives, {fn} missed")
+print(f"  precision {test_precision:.3f}, recall {test_recall:.3f}")
 
 # %% [markdown]
 # ## An image from outside the dataset
@@ -493,12 +598,17 @@ print(f"{len(test_set)} test images at threshold {chosen:.2f} (chosen on the dec
 import matplotlib.cbook
 
 portrait = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-(prediction,) = inference.predict(model, [portrait], score_threshold=LOW_THRESHOLD)
+(prediction,) = inference.predict(model, [portrait],
+                                  score_threshold=LOW_THRESHOLD)
 image = inference.load_image(portrait)
-scores = ", ".join(f"{s:.2f}" for s in prediction["scores"][:5].tolist()) or "none"
+top = prediction["scores"][:5].tolist()
+scores = ", ".join(f"{s:.2f}" for s in top) or "none"
 print(f"{len(prediction['scores'])} detections, top scores: {scores}")
-visualize.show_grid([image, visualize.draw_instances(image, prediction, score_threshold=OPERATING_THRESHOLD)],
-                    ["input", f"prediction, score >= {OPERATING_THRESHOLD}"], ncols=2, size=4)
+overlay = visualize.draw_instances(image, prediction,
+                                   score_threshold=OPERATING_THRESHOLD)
+visualize.show_grid([image, overlay],
+                    ["input", f"prediction, score >= {OPERATING_THRESHOLD}"],
+                    ncols=2, size=4)
 plt.show()
 
 # %% [markdown]
@@ -517,8 +627,9 @@ from pathlib import Path
 
 checkpoint = Path(trained.checkpoint)
 inputs = checkpoint.parent / "predict_inputs"
-out_dir = checkpoint.parent / "predictions"
-shutil.rmtree(out_dir, ignore_errors=True)  # no stale predictions.json from an earlier run
+out = checkpoint.parent / "predictions"
+# no stale predictions.json from an earlier run
+shutil.rmtree(out, ignore_errors=True)
 inputs.mkdir(exist_ok=True)
 shutil.copy(portrait, inputs / "grace_hopper.jpg")
 shutil.copy(test_set.dataset.image_path(test_set.indices[0]), inputs)
@@ -529,21 +640,25 @@ shutil.copy(test_set.dataset.image_path(test_set.indices[0]), inputs)
 # A `!` line is a shell command in Jupyter, and `{name}` puts a Python variable into it:
 
 # %%
-# !{sys.executable} -m pedseg_lib predict "{checkpoint}" "{inputs}" --out "{out_dir}"
+# !{sys.executable} -m pedseg_lib predict "{checkpoint}" "{inputs}" --out "{out}"
 
 # %% [markdown]
 # The overlays it wrote, and the first result in `predictions.json` (one entry per detection: image, box as
 # `[x, y, width, height]`, score, and the mask as run-length encoding):
 
 # %%
-overlays = sorted(out_dir.glob("*.png"))
-visualize.show_grid([inference.load_image(p) for p in overlays], [p.name for p in overlays], ncols=2, size=4)
+overlays = sorted(out.glob("*.png"))
+visualize.show_grid([inference.load_image(p) for p in overlays],
+                    [p.name for p in overlays], ncols=2, size=4)
 plt.show()
-results = json.loads((out_dir / "predictions.json").read_text())
+results = json.loads((out / "predictions.json").read_text())
 if results:
-    first = dict(results[0], segmentation={**results[0]["segmentation"],
-                                           "counts": results[0]["segmentation"]["counts"][:40] + "..."})
+    rle = results[0]["segmentation"]
+    short_rle = {**rle, "counts": rle["counts"][:24] + "..."}
+    first = dict(results[0], segmentation=short_rle)
     for key, value in first.items():
+        if key == "bbox":  # rounded here; the file keeps every digit
+            value = [round(v, 2) for v in value]
         print(f"{key:<13} {value}")
 print(f"{len(results)} detections in predictions.json")
 
@@ -564,7 +679,11 @@ print(f"{len(results)} detections in predictions.json")
 # real Penn-Fudan images:
 
 # %%
-print(evaluation.official_comparison(test_metrics, cfg, synthetic=profile.synthetic))
+print(evaluation.official_comparison(test_metrics, cfg,
+                                     synthetic=profile.synthetic))
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 current, older_first, older_last = evaluation.OFFICIAL_TUTORIAL_AP
 glue("official_epochs", evaluation.OFFICIAL_TUTORIAL_EPOCHS, display=False)
 glue("current_box_bound", current.box_ap, display=False)
