@@ -183,20 +183,35 @@ from pedseg_lib import data, engine, evaluation, inference, visualize
 from pedseg_lib.config import config_for_profile
 from pedseg_lib.errors import DatasetError
 from pedseg_lib.model import model_classes
-from pedseg_lib.notebook import glue
 
-warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)  # pycocotools under NumPy 2
+warnings.filterwarnings("ignore", "__array__ implementation",
+                        DeprecationWarning)  # pycocotools under NumPy 2
 
-base = config_for_profile(profile)  # this profile's recipe (and its Penn-Fudan data, used at the end)
+# this profile's recipe (and its Penn-Fudan data, used at the end)
+base = config_for_profile(profile)
 n_images = base.test_size + base.val_size + (base.max_train_images or 60)
 coco_root = Path(profile.runs_dir) / "synthetic-coco"
 annotation_file = data.make_synthetic_coco(coco_root, n_images=n_images, seed=0)
 coco = json.loads(annotation_file.read_text())
-print(f"{annotation_file}: {len(coco['images'])} images, {len(coco['annotations'])} annotations")
-print("categories:", coco["categories"])
-print("first image:", coco["images"][0])
+print(annotation_file)
+print(f"{len(coco['images'])} images, {len(coco['annotations'])} annotations")
+print("categories:")
+for category in coco["categories"]:
+    print(" ", category)
+print("first image:")
+print(" ", coco["images"][0])
 first = coco["annotations"][0]
-print("first annotation:", {**first, "segmentation": [f"{len(part) // 2} points" for part in first["segmentation"]]})
+points = [len(part) // 2 for part in first["segmentation"]]
+print("first annotation:")
+for key, value in first.items():
+    if key == "segmentation":  # the polygons, by their numbers of points
+        value = f"{len(points)} polygons of {points} points"
+    print(f"  {key:<13} {value}")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+from pedseg_lib.notebook import glue
+
 glue("n_coco_images", len(coco["images"]), display=False)
 glue("n_coco_annotations", len(coco["annotations"]), display=False)
 
@@ -211,9 +226,14 @@ glue("n_coco_annotations", len(coco["annotations"]), display=False)
 
 # %%
 def annotation_mask(segmentation, height, width):
-    """The binary mask [H, W] of one COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
-    if isinstance(segmentation, list):  # polygons: one flat [x1, y1, x2, y2, ...] list per part
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    """The binary mask [H, W] of one COCO segmentation.
+
+    Polygons, uncompressed RLE or compressed RLE.
+    """
+    # polygons: one flat [x1, y1, x2, y2, ...] list per part
+    if isinstance(segmentation, list):
+        parts = mask_utils.frPyObjects(segmentation, height, width)
+        rle = mask_utils.merge(parts)
     elif isinstance(segmentation["counts"], list):  # uncompressed RLE
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:  # compressed RLE: counts is a string
@@ -221,19 +241,27 @@ def annotation_mask(segmentation, height, width):
     return torch.from_numpy(mask_utils.decode(rle))
 
 
-label_of = {c["id"]: label for label, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]), start=1)}
+by_id = sorted(coco["categories"], key=lambda c: c["id"])
+label_of = {c["id"]: label for label, c in enumerate(by_id, start=1)}
 name_of = {c["id"]: c["name"] for c in coco["categories"]}
-kinds = {im["id"]: {a["category_id"] for a in coco["annotations"] if a["image_id"] == im["id"]} for im in coco["images"]}
+kinds = {im["id"]: {a["category_id"] for a in coco["annotations"]
+                    if a["image_id"] == im["id"]}
+         for im in coco["images"]}
 image_entry = max(coco["images"], key=lambda im: len(kinds[im["id"]]))
-anns = [a for a in coco["annotations"] if a["image_id"] == image_entry["id"] and not a["iscrowd"]]
+anns = [a for a in coco["annotations"]
+        if a["image_id"] == image_entry["id"] and not a["iscrowd"]]
 height, width = image_entry["height"], image_entry["width"]
-masks = torch.stack([annotation_mask(a["segmentation"], height, width) for a in anns])
+masks = torch.stack([annotation_mask(a["segmentation"], height, width)
+                     for a in anns])
 labels = torch.tensor([label_of[a["category_id"]] for a in anns])
 boxes = torchvision.ops.masks_to_boxes(masks)
 print(f"{image_entry['file_name']} ({width} x {height}):")
 for a, label, box in zip(anns, labels.tolist(), boxes.tolist(), strict=True):
-    print(f"  annotation {a['id']:>3}: category {a['category_id']:>2} ({name_of[a['category_id']]:<6}) -> label {label}, "
-          f"{len(a['segmentation'])} part(s), JSON bbox {[round(v, 1) for v in a['bbox']]}, mask box {box}")
+    category = a["category_id"]
+    print(f"  annotation {a['id']:>3}: category {category:>2}",
+          f"({name_of[category]:<6}) -> label {label},",
+          f"{len(a['segmentation'])} part(s)")
+    print(f"    JSON bbox {[round(v, 1) for v in a['bbox']]}, mask box {box}")
 
 # %% [markdown]
 # The JSON's `bbox` is the extent of the polygon's corners, as `[x, y, width, height]`; the box of the target is
@@ -244,8 +272,10 @@ for a, label, box in zip(anns, labels.tolist(), boxes.tolist(), strict=True):
 # above, mask for mask:
 
 # %%
-dataset = data.CocoInstancesDataset(None, annotation_file)  # None: file names are relative to the JSON's folder
-idx = next(i for i in range(len(dataset)) if dataset.coco_image_id(i) == image_entry["id"])
+# None: file names are relative to the JSON's folder
+dataset = data.CocoInstancesDataset(None, annotation_file)
+idx = next(i for i in range(len(dataset))
+           if dataset.coco_image_id(i) == image_entry["id"])
 target = dataset.target(idx)
 assert torch.equal(target["masks"].as_subclass(torch.Tensor), masks)
 assert torch.equal(target["labels"], labels)
@@ -255,6 +285,9 @@ print("by hand == CocoInstancesDataset.target: masks, labels, boxes, areas")
 print("class_names: ", dataset.class_names)
 print("category_ids:", dataset.category_ids)
 n_classes = len(dataset.class_names) - 1
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_classes", n_classes, display=False)
 glue("n_model_classes", len(dataset.class_names), display=False)
 for label in range(1, n_classes + 1):
@@ -272,9 +305,13 @@ for label in range(1, n_classes + 1):
 # and the evaluation work unchanged. `draw_instances` names each object's class:
 
 # %%
-shown = [i for i in range(len(dataset)) if len(dataset.target(i)["labels"])][:3]
-pictures = [visualize.draw_instances(*dataset[i], class_names=dataset.class_names) for i in shown]
-visualize.show_grid(pictures, [dataset.images[i]["file_name"] for i in shown], ncols=3, size=4)
+shown = [i for i in range(len(dataset))
+         if len(dataset.target(i)["labels"])][:3]
+pictures = [visualize.draw_instances(*dataset[i],
+                                     class_names=dataset.class_names)
+            for i in shown]
+visualize.show_grid(pictures, [dataset.images[i]["file_name"] for i in shown],
+                    ncols=3, size=4)
 plt.show()
 
 # %% [markdown]
@@ -299,23 +336,32 @@ print(report)
 broken = json.loads(annotation_file.read_text())
 anns = broken["annotations"]
 anns[0]["category_id"] = 99  # a category that the file does not list
-anns[1]["segmentation"][0] = anns[1]["segmentation"][0][:-1]  # a polygon that lost its last coordinate
+# a polygon that lost its last coordinate
+anns[1]["segmentation"][0] = anns[1]["segmentation"][0][:-1]
 anns[2]["id"] = anns[3]["id"]  # an annotation id used twice
 anns[4]["bbox"][0] = -25.0  # a box that starts left of the image
 anns[5]["iscrowd"] = 1  # a crowd region: not trained on, ignored by evaluation
-broken["images"].append({"id": 9999, "file_name": "images/renamed.jpg", "width": 320, "height": 240})  # no file
-broken["categories"].insert(0, {"id": 0, "name": "my-dataset", "supercategory": "none"})  # as Roboflow exports it
+# an image whose file does not exist
+broken["images"].append({"id": 9999, "file_name": "images/renamed.jpg",
+                         "width": 320, "height": 240})
+# a category 0, as Roboflow exports it
+broken["categories"].insert(0, {"id": 0, "name": "my-dataset",
+                                "supercategory": "none"})
 broken_file = coco_root / "broken.json"
 broken_file.write_text(json.dumps(broken))
 
 broken_report = data.check_coco(broken_file)
 print(broken_report)
-glue("n_broken_errors", len(broken_report.errors), display=False)
-glue("n_broken_warnings", len(broken_report.warnings), display=False)
 try:
     data.CocoInstancesDataset(None, broken_file)
-except DatasetError as error:  # what training would say: the first error, in one line
+except DatasetError as error:
+    # what training would say: the first error, in one line
     print("\nCocoInstancesDataset:", error)
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
+glue("n_broken_errors", len(broken_report.errors), display=False)
+glue("n_broken_warnings", len(broken_report.warnings), display=False)
 
 # %% [markdown]
 # {glue}`n_broken_errors` errors and {glue}`n_broken_warnings` warnings, each naming its entry. The unknown
@@ -351,10 +397,14 @@ except DatasetError as error:  # what training would say: the first error, in on
 # number of images. Three images make a run that works, not a model that generalises.
 
 # %%
-cfg = dataclasses.replace(base, data_format="coco", annotation_file=str(annotation_file), data_root=None,
-                          output_dir=str(Path(profile.runs_dir) / f"{base.preset}-coco"))
+cfg = dataclasses.replace(
+    base, data_format="coco", annotation_file=str(annotation_file),
+    data_root=None,
+    output_dir=str(Path(profile.runs_dir) / f"{base.preset}-coco"),
+)
 split = engine.run_split(cfg)
-print({role: len(indices) for role, indices in split.items()}, "images (train, validation, test)")
+print({role: len(indices) for role, indices in split.items()},
+      "images (train, validation, test)")
 trained = engine.load_or_train(cfg)
 model = trained.model.to(profile.device)
 print(trained.reason)
@@ -370,13 +420,20 @@ print("the model predicts:", model_classes(model))
 
 # %%
 test_set = engine.test_split(cfg)
-predictions = inference.predict_dataset(model, test_set, score_threshold=cfg.eval_score_threshold)
+predictions = inference.predict_dataset(
+    model, test_set, score_threshold=cfg.eval_score_threshold
+)
 metrics = evaluation.coco_evaluate(test_set, predictions)
 print(metrics.class_table())
 for iou_type in ("bbox", "segm"):
-    measured = [aps["AP"] for aps in metrics.per_class[iou_type].values() if aps["AP"] >= 0]
-    torch.testing.assert_close(float(np.mean(measured)), metrics.stats[iou_type][0])
+    measured = [aps["AP"] for aps in metrics.per_class[iou_type].values()
+                if aps["AP"] >= 0]
+    torch.testing.assert_close(float(np.mean(measured)),
+                               metrics.stats[iou_type][0])
 print("mean of the classes' AP == COCO's AP (stats[0]), for boxes and masks")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_test_images", len(test_set), display=False)
 
 # %% [markdown]
@@ -392,12 +449,18 @@ glue("n_test_images", len(test_set), display=False)
 # {term}`score threshold` an application would keep):
 
 # %%
-OPERATING_THRESHOLD = 0.5  # the score an application keeps (chapter 5 chooses it on validation images)
+# the score an application keeps (chapter 5 chooses it on validation images)
+OPERATING_THRESHOLD = 0.5
 class_names, category_ids = model_classes(model)
 first_test = test_set.indices[:3]
-visualize.show_grid([visualize.draw_instances(test_set.dataset[i][0], predictions[i], class_names=class_names,
-                                              score_threshold=OPERATING_THRESHOLD) for i in first_test],
-                    [test_set.dataset.images[i]["file_name"] for i in first_test], ncols=3, size=4)
+pictures = [
+    visualize.draw_instances(test_set.dataset[i][0], predictions[i],
+                             class_names=class_names,
+                             score_threshold=OPERATING_THRESHOLD)
+    for i in first_test
+]
+file_names = [test_set.dataset.images[i]["file_name"] for i in first_test]
+visualize.show_grid(pictures, file_names, ncols=3, size=4)
 plt.show()
 
 # %% [markdown]
@@ -411,20 +474,23 @@ import shutil
 
 predict_inputs = Path(cfg.output_dir) / "predict_inputs"
 predict_out = Path(cfg.output_dir) / "predictions"
-shutil.rmtree(predict_out, ignore_errors=True)  # no stale predictions.json from an earlier run
+# no stale predictions.json from an earlier run
+shutil.rmtree(predict_out, ignore_errors=True)
 predict_inputs.mkdir(exist_ok=True)
 shutil.copy(test_set.dataset.image_path(first_test[0]), predict_inputs)
 checkpoint = trained.checkpoint
 low_threshold = cfg.eval_score_threshold
 
 # %%
-# !{sys.executable} -m pedseg_lib predict "{checkpoint}" "{predict_inputs}" --out "{predict_out}" --score-threshold {low_threshold}
+# !{sys.executable} -m pedseg_lib predict "{checkpoint}" "{predict_inputs}" \
+#     --out "{predict_out}" --score-threshold {low_threshold}
 
 # %%
 results = json.loads((predict_out / "predictions.json").read_text())
 found = sorted({r["category_id"] for r in results})
 assert set(found) <= set(dataset.category_ids[1:]), found
-print(f"{len(results)} detections; their category ids: {found} (the file's ids: {dataset.category_ids[1:]})")
+print(f"{len(results)} detections; their category ids: {found}")
+print(f"the file's category ids: {dataset.category_ids[1:]}")
 
 # %% [markdown]
 # From a shell, the whole section is two commands (with `--preset cpu` or `tutorial` for a real model):
@@ -447,20 +513,30 @@ print(f"{len(results)} detections; their category ids: {found} (the file's ids: 
 # %%
 pennfudan = data.PennFudanDataset(base.data_root)
 pennfudan_coco = data.pennfudan_to_coco(pennfudan.root)
-pennfudan_file = data.write_coco(pennfudan_coco, Path(profile.runs_dir) / "pennfudan-coco.json",
-                                 images_dir=pennfudan.root / "PNGImages")
-converted = data.CocoInstancesDataset(pennfudan.root / "PNGImages", pennfudan_file)
-assert len(converted) == len(pennfudan) and converted.class_names == pennfudan.class_names
+images_dir = pennfudan.root / "PNGImages"
+pennfudan_file = data.write_coco(
+    pennfudan_coco, Path(profile.runs_dir) / "pennfudan-coco.json",
+    images_dir=images_dir,
+)
+converted = data.CocoInstancesDataset(images_dir, pennfudan_file)
+assert len(converted) == len(pennfudan)
+assert converted.class_names == pennfudan.class_names
 n_instances = 0
 for i in range(len(pennfudan)):
     a, b = pennfudan.target(i), converted.target(i)
     for key in ("masks", "boxes", "labels", "area", "iscrowd"):
-        assert torch.equal(torch.as_tensor(a[key]).as_subclass(torch.Tensor),
-                           torch.as_tensor(b[key]).as_subclass(torch.Tensor)), (i, key)
+        from_png = torch.as_tensor(a[key]).as_subclass(torch.Tensor)
+        from_json = torch.as_tensor(b[key]).as_subclass(torch.Tensor)
+        assert torch.equal(from_png, from_json), (i, key)
     assert a["image_id"] == b["image_id"] == i
     n_instances += len(a["labels"])
-print(f"{pennfudan_file}: {len(converted)} images, {n_instances} pedestrians, every target identical "
-      f"({'synthetic stand-in' if profile.synthetic else 'Penn-Fudan'})")
+source = "synthetic stand-in" if profile.synthetic else "Penn-Fudan"
+print(pennfudan_file)
+print(f"{len(converted)} images, {n_instances} pedestrians,",
+      f"every target identical ({source})")
+
+# %% tags=["remove-cell"]
+# for the book's text (this cell is hidden in the book):
 glue("n_pf_images", len(converted), display=False)
 glue("n_pf_instances", n_instances, display=False)
 
