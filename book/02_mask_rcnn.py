@@ -125,6 +125,7 @@ from pedseg_lib.notebook import glue
 glue("min_size", preset.min_size, display=False)
 glue("score_thresh", model.roi_heads.score_thresh, display=False)
 glue("detections_per_img", model.roi_heads.detections_per_img, display=False)
+glue("profile_name", profile.name, display=False)  # quoted by the closing page
 
 # %% [markdown]
 # Here the short side is resized to {glue}`min_size` pixels (fewer if the long side would pass `max_size`); detections scoring under
@@ -215,6 +216,7 @@ torch.testing.assert_close(per_label, trace.mask_logits)
 print("the page's hooks and trace_model recorded the same stages")
 
 # %% [markdown]
+# (ch2-transform)=
 # ## 1. Resize and normalise: `GeneralizedRCNNTransform`
 #
 # The model first rescales each image so that its short side is `min_size` (unless the long side would
@@ -248,6 +250,7 @@ fig.colorbar(shown, ax=axes[2], fraction=0.04)
 plt.show()
 
 # %% [markdown]
+# (ch2-backbone)=
 # ## 2. Backbone and feature pyramid
 #
 # The {term}`ResNet-50` body produces four maps (C2-C5), each at half the resolution and with more channels
@@ -280,6 +283,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# (ch2-anchors)=
 # ## 3. Anchors
 #
 # The region proposal network does not search for boxes from nothing: at every cell of every FPN level it
@@ -324,6 +328,7 @@ show_grid(drawings, titles, ncols=len(drawings), size=3.2)
 plt.show()
 
 # %% [markdown]
+# (ch2-proposals)=
 # ## 4. Region proposals
 #
 # The RPN applies its corrections to all {glue}`n_anchors` anchors, keeps the best-scoring boxes per level,
@@ -343,6 +348,7 @@ show_grid([draw_bounding_boxes(canvas, proposals[:top], colors="#56B4E9",
 plt.show()
 
 # %% [markdown]
+# (ch2-box-head)=
 # ## 5. The box head: classes and scores
 #
 # For each proposal, {term}`RoIAlign` cuts a 7x7 patch out of the right FPN level; the box head turns it into
@@ -398,6 +404,7 @@ show_grid([draw_instances(canvas, persons, score_threshold=draw_threshold)],
 plt.show()
 
 # %% [markdown]
+# (ch2-masks)=
 # ## 6. From 28x28 mask logits to a full-resolution soft mask
 #
 # For each detection, the mask head looks at a 14x14 RoIAlign patch and the mask predictor gives a 28x28 map of
@@ -448,6 +455,7 @@ glue("soft_share", float(soft), display=False)
 # Of this detection's pixels with a probability above 0.01, {glue:text}`soft_share:.0%` stay below 0.99: the
 # pasted mask is soft, not binary, until a caller thresholds it.
 #
+# (ch2-output)=
 # ## 7. What the model returns
 #
 # Finally the transform maps boxes and masks back to the original image size: box 7 of
