@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,8 +345,10 @@ def prepare(work: Path | None = None, venv: Path = DEFAULT_VENV) -> Setup:
     return Setup(python=python, dist=wheel.parent, wheel=wheel, work=work, stub=stub, ipython=ipython)
 
 
-def _colab_environ(setup: Setup, folder: Path, profile: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV and not k.startswith("PEDSEG_")}
+def _colab_environ(setup: Setup, folder: Path, profile: str, environ: Mapping[str, str] | None = None
+                   ) -> dict[str, str]:
+    base = os.environ if environ is None else environ
+    env = {k: v for k, v in base.items() if k not in DROPPED_ENV and not k.startswith("PEDSEG_")}
     env.update(PATH=f"{setup.python.parent}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(setup.stub),
                IPYTHONDIR=str(setup.ipython), XDG_CACHE_HOME=str(folder / ".cache"), PEDSEG_PROFILE=profile,
                PYTHONUNBUFFERED="1",
@@ -356,11 +359,13 @@ def _colab_environ(setup: Setup, folder: Path, profile: str) -> dict[str, str]:
     return env
 
 
-def run_chapter(setup: Setup, name: str, profile: str = "smoke", timeout: int = CELL_TIMEOUT_S) -> dict:
+def run_chapter(setup: Setup, name: str, profile: str = "smoke", timeout: int = CELL_TIMEOUT_S,
+                environ: Mapping[str, str] | None = None) -> dict:
     """Execute ``book/<name>.ipynb`` alone in an empty folder, Colab-like; returns its record.
 
     The record holds ``seconds``, ``cell_seconds``, ``error`` (None when every cell ran), ``installed`` (the
     pedseg version the chapter's first cell installed) and ``first_cell_output`` (what that cell printed).
+    ``environ`` is the environment the kernel's is derived from (default: this process's, read now).
     """
     subprocess.run([str(setup.python), "-m", "pip", "uninstall", "-q", "-y", "pedseg"], check=False,
                    capture_output=True)
@@ -368,7 +373,7 @@ def run_chapter(setup: Setup, name: str, profile: str = "smoke", timeout: int = 
     folder.mkdir(parents=True)
     notebook = folder / f"{name}.ipynb"
     shutil.copy2(BOOK / f"{name}.ipynb", notebook)
-    env = _colab_environ(setup, folder, profile)
+    env = _colab_environ(setup, folder, profile, environ)
     done = subprocess.run([str(setup.python), "-c", EXECUTOR, str(notebook), str(timeout), str(folder)], cwd=folder,
                           env=env, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()

@@ -3,8 +3,8 @@ checkout, executed in an environment that holds only what Colab preinstalls (.ci
 the notebook's own first cell installs (the wheel built from this tree, found by pip as Colab finds the release).
 
 The work is done by .ci/colab.py (``python .ci/colab.py run`` is the same check from a shell) through the session
-fixtures ``colab_setup`` and ``colab_chapters`` of conftest.py, which execute each chapter once per session; the book
-test renders the same executed notebooks. The smoke profile, on the data a reader without ``PEDSEG_DATA`` gets: the
+fixtures ``colab_setup`` and ``colab_chapters`` of conftest.py, which execute each chapter once per session, in a
+background thread while the other tests run; the book test renders the same executed notebooks. The smoke profile, on the data a reader without ``PEDSEG_DATA`` gets: the
 synthetic stand-in. Per-chapter times: _build/colab/records.json.
 """
 
