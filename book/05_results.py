@@ -633,6 +633,7 @@ shutil.rmtree(out, ignore_errors=True)
 inputs.mkdir(exist_ok=True)
 shutil.copy(portrait, inputs / "grace_hopper.jpg")
 shutil.copy(test_set.dataset.image_path(test_set.indices[0]), inputs)
+print("inputs:", sorted(p.name for p in inputs.iterdir()))
 
 # %% [markdown]
 # and runs the command on it. `pedseg` is the command that installing the library puts on the `PATH`;

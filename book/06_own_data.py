@@ -408,7 +408,8 @@ print({role: len(indices) for role, indices in split.items()},
 trained = engine.load_or_train(cfg)
 model = trained.model.to(profile.device)
 print(trained.reason)
-print("the model predicts:", model_classes(model))
+print("the model predicts (class names, category ids):")
+print(" ", model_classes(model))
 
 # %% [markdown]
 # The checkpoint keeps the class names and the original category ids ({py:func}`pedseg_lib.model.model_classes`),
