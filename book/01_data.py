@@ -81,7 +81,8 @@ from pedseg_lib.data import find_dataset
 root = find_dataset(profile.ensure_data())
 synthetic = (root / ".pedseg-synthetic").exists()
 kind = "SYNTHETIC" if synthetic else "real Penn-Fudan"
-print(f"dataset folder ({kind}):", root)
+print(f"dataset folder ({kind}):")
+print(" ", root)
 for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
     files = sorted(sub.iterdir()) if sub.is_dir() else []
     name = sub.name + ("/" if sub.is_dir() else "")
