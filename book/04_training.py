@@ -20,7 +20,7 @@
 #
 # **Learning objectives**
 #
-# - Write the training loop of {term}`Mask R-CNN` in fifteen lines, check that the library's loop gives the same
+# - Write the training loop of {term}`Mask R-CNN` in about fifteen lines, check that the library's loop gives the same
 #   numbers, and know what each of its five losses measures.
 # - Understand the {term}`learning rate` {term}`warm-up`, the {term}`learning-rate schedule`, and why the recipe
 #   uses batches of two images.
@@ -488,7 +488,7 @@ print(f"largest difference: {largest:.2g}")
 del model, library_model, optimizer, library_optimizer, start, pairs
 
 # %% [markdown]
-# What `train_one_epoch` adds to the fifteen lines, and why:
+# What `train_one_epoch` adds to those few lines, and why:
 #
 # - **Warm-up and schedule.** It steps a learning-rate scheduler after every iteration (the `LRSchedule` above),
 #   and logs the rate each step used.
@@ -720,7 +720,7 @@ print("same history:", again.history["iterations"] == history["iterations"])
 #
 # ## Summary
 #
-# - The training loop is fifteen lines: forward with targets, sum the five losses, zero the gradients,
+# - The training loop is about fifteen lines: forward with targets, sum the five losses, zero the gradients,
 #   backward, step. `train_one_epoch` gives the same numbers from the same start, and adds warm-up and
 #   schedule, gradient clipping, a NaN check, AMP, multi-process averaging and logging.
 # - A run is a {py:class}`~pedseg_lib.config.TrainConfig`: presets for the official recipe, a stronger GPU recipe,

@@ -479,12 +479,12 @@ predict_out = Path(cfg.output_dir) / "predictions"
 shutil.rmtree(predict_out, ignore_errors=True)
 predict_inputs.mkdir(exist_ok=True)
 shutil.copy(test_set.dataset.image_path(first_test[0]), predict_inputs)
-checkpoint = trained.checkpoint
 low_threshold = cfg.eval_score_threshold
+arguments = (f'"{trained.checkpoint}" "{predict_inputs}"'
+             f' --out "{predict_out}" --score-threshold {low_threshold}')
 
 # %%
-# !{sys.executable} -m pedseg_lib predict "{checkpoint}" "{predict_inputs}" \
-#     --out "{predict_out}" --score-threshold {low_threshold}
+# !{sys.executable} -m pedseg_lib predict {arguments}
 
 # %%
 results = json.loads((predict_out / "predictions.json").read_text())
